@@ -1,0 +1,272 @@
+"""The Server-Sent Events wire format: events in, bytes out. No I/O, standard library only.
+
+Every rule here comes from the WHATWG HTML standard, "Server-sent events", section
+"Interpreting an event stream". The encoder guarantees that whatever a caller passes,
+the bytes it writes parse back into exactly one event carrying exactly those fields:
+
+* data is split on CRLF, CR and LF (never ``str.splitlines()``, which also splits on
+  U+2028, U+0085 and friends that the spec keeps inside a line), one ``data:`` line each;
+* ``event`` and ``id`` must be single lines and ``id`` may not hold NUL (the spec drops
+  such an id), otherwise construction raises: a field can never inject another frame;
+* comments get a ``:`` on every line; lines end with LF; UTF-8; never a BOM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+__all__ = [
+    "HEARTBEAT",
+    "JSONDumps",
+    "ServerSentEvent",
+    "as_event",
+    "encode",
+    "frame_bytes",
+    "json_compact",
+]
+
+JSONDumps = Callable[[Any], "str | bytes"]
+
+
+def json_compact(value: Any) -> str:
+    """The default JSON encoder: compact, UTF-8 kept as is, NaN and infinities refused."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _lines(prefix: str, value: str) -> str:
+    """``prefix`` + each line of ``value`` + LF, splitting on CRLF, CR and LF alone."""
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    if "\n" not in value:
+        return f"{prefix} {value}\n" if value else f"{prefix}\n"
+    # An empty line is written bare ("data:"), so a value's leading space survives:
+    # the parser strips one space after the colon, and we always write exactly one.
+    return "".join(f"{prefix} {line}\n" if line else f"{prefix}\n" for line in value.split("\n"))
+
+
+def _single_line(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, not {type(value).__name__}")
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{field} must not contain CR or LF (it would start a new field): {value!r}")
+    return value
+
+
+def _data_text(data: Any, json_dumps: JSONDumps | None) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        text = (json_dumps or json_compact)(data)
+    except ValueError as exc:  # NaN, infinities, circular references
+        raise ValueError(f"data cannot be sent as JSON: {exc}") from exc
+    except (TypeError, OverflowError) as exc:
+        raise TypeError(f"data is not JSON serialisable ({type(data).__name__}): {exc}") from exc
+    if isinstance(text, bytes):  # orjson and friends return bytes
+        return text.decode("utf-8")
+    return text
+
+
+def _encode(
+    data: Any,
+    event: str | None,
+    id: str | None,
+    retry: int | None,
+    comment: str | None,
+    json_dumps: JSONDumps | None,
+) -> bytes:
+    parts: list[str] = []
+    if comment is not None:
+        if not isinstance(comment, str):
+            raise TypeError(f"comment must be a str, not {type(comment).__name__}")
+        parts.append(_lines(":", comment))
+    if event is not None:
+        parts.append(f"event: {_single_line('event', event)}\n")
+    if id is not None:
+        if "\0" in _single_line("id", id):
+            raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
+        parts.append(f"id: {id}\n" if id else "id:\n")
+    if retry is not None:
+        if type(retry) is not int:
+            raise TypeError(f"retry must be an int (milliseconds), not {type(retry).__name__}")
+        if retry < 0:
+            raise ValueError(f"retry must be >= 0 (milliseconds), not {retry!r}")
+        parts.append(f"retry: {retry}\n")
+    if data is not None:
+        parts.append(_lines("data:", _data_text(data, json_dumps)))
+    parts.append("\n")
+    try:
+        return "".join(parts).encode("utf-8")
+    except UnicodeEncodeError:
+        fields = {"comment": comment, "event": event, "id": id, "data": data}
+        bad = next(name for name, value in fields.items() if not _is_utf8(value, json_dumps))
+        raise ValueError(f"{bad} must be valid Unicode text (it holds a lone surrogate)") from None
+
+
+def _is_utf8(value: Any, json_dumps: JSONDumps | None) -> bool:
+    if value is None:
+        return True
+    try:
+        _data_text(value, json_dumps).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode(
+    data: Any = None,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+    json_dumps: JSONDumps | None = None,
+) -> bytes:
+    """Encode one event as the bytes of one SSE frame (ending in a blank line).
+
+    ``data`` is a ``str`` (sent as is), ``None`` (no data field: browsers dispatch nothing),
+    or any JSON-serialisable value, sent as compact JSON (``json_dumps`` overrides the
+    encoder; it may return ``str`` or ``bytes``). Raises ``ValueError``/``TypeError``
+    naming the field for anything that cannot be sent faithfully.
+    """
+    return _encode(data, event, id, retry, comment, json_dumps)
+
+
+class ServerSentEvent:
+    """One immutable event; its frame is encoded (and validated) once, at construction."""
+
+    __slots__ = ("_encoded", "comment", "data", "event", "id", "retry")
+
+    data: Any
+    event: str | None
+    id: str | None
+    retry: int | None
+    comment: str | None
+    _encoded: bytes
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+        json_dumps: JSONDumps | None = None,
+    ) -> None:
+        encoded = _encode(data, event, id, retry, comment, json_dumps)
+        setter = object.__setattr__
+        setter(self, "data", data)
+        setter(self, "event", event)
+        setter(self, "id", id)
+        setter(self, "retry", retry)
+        setter(self, "comment", comment)
+        setter(self, "_encoded", encoded)
+
+    @classmethod
+    def _from_encoded(
+        cls,
+        encoded: bytes,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> ServerSentEvent:
+        # For backends that received an already validated frame: skip re-encoding.
+        self = cls.__new__(cls)
+        setter = object.__setattr__
+        setter(self, "data", data)
+        setter(self, "event", event)
+        setter(self, "id", id)
+        setter(self, "retry", retry)
+        setter(self, "comment", comment)
+        setter(self, "_encoded", encoded)
+        return self
+
+    def encode(self) -> bytes:
+        """The frame's bytes (computed once, at construction)."""
+        return self._encoded
+
+    def replace(self, **changes: Any) -> ServerSentEvent:
+        """A copy with some fields changed (``ev.replace(id="7")``), validated like a new one."""
+        fields = {
+            "data": self.data,
+            "event": self.event,
+            "id": self.id,
+            "retry": self.retry,
+            "comment": self.comment,
+        }
+        unknown = set(changes) - set(fields) - {"json_dumps"}
+        if unknown:
+            raise TypeError(f"unknown ServerSentEvent field(s): {', '.join(sorted(unknown))}")
+        fields.update(changes)
+        return ServerSentEvent(**fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"ServerSentEvent is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ServerSentEvent is immutable (cannot delete {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return self._encoded == other._encoded
+
+    def __hash__(self) -> int:
+        return hash(self._encoded)
+
+    def __repr__(self) -> str:
+        fields = [f"{name}={getattr(self, name)!r}" for name in ("event", "id", "retry", "comment")]
+        shown = ", ".join([f"data={self.data!r}"] + [f for f in fields if not f.endswith("=None")])
+        return f"ServerSentEvent({shown})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.data, self.event, self.id, self.retry, self.comment))
+
+
+def _rebuild(
+    data: Any, event: str | None, id: str | None, retry: int | None, comment: str | None
+) -> ServerSentEvent:
+    return ServerSentEvent(data, event=event, id=id, retry=retry, comment=comment)
+
+
+#: The idle keep-alive frame, exactly ``: heartbeat\n\n``.
+HEARTBEAT: Final[ServerSentEvent] = ServerSentEvent(comment="heartbeat")
+
+
+_FIELDS: Final = frozenset({"data", "event", "id", "retry", "comment"})
+
+
+def as_event(message: object) -> ServerSentEvent:
+    """Coerce what users hand us into an event: an event, a ``str`` (data) or a field ``dict``."""
+    if isinstance(message, ServerSentEvent):
+        return message
+    if isinstance(message, str):
+        return ServerSentEvent(message)
+    if isinstance(message, dict):
+        unknown = message.keys() - _FIELDS
+        if unknown:
+            raise TypeError(
+                f"unknown event field(s) {sorted(map(str, unknown))}; "
+                "expected data, event, id, retry, comment"
+            )
+        return ServerSentEvent(**message)
+    raise TypeError(
+        f"an event must be a ServerSentEvent, str or dict, not {type(message).__name__}"
+    )
+
+
+def frame_bytes(item: object) -> bytes:
+    """The bytes to write for one streamed item; ``bytes`` are taken as already encoded."""
+    kind = type(item)
+    if kind is ServerSentEvent:
+        return item._encoded  # type: ignore[attr-defined]
+    if kind is bytes:
+        return item  # type: ignore[return-value]
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    return as_event(item)._encoded

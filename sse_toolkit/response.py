@@ -1,0 +1,323 @@
+"""`EventStreamResponse`: an ASGI callable that streams any iterable as Server-Sent Events.
+
+One stream runs as a small task group:
+
+* the caller's task sends body messages (the only task that ever calls ``send``);
+* a watcher waits on ``receive()`` for ``http.disconnect`` and cancels the stream;
+* a watchdog, only when heartbeats or a send timeout are on, sleeps until the next
+  deadline: an idle stream gets a heartbeat, a send stuck past ``send_timeout`` drops the
+  client. No send and no wait is wrapped in its own timeout or cancel scope;
+* for a plain iterable, a producer task pulls items into a bounded buffer, so that the
+  sender sends everything that piled up during its last send in one body message.
+  A channel listener (a `FrameBatches`) needs no producer: it hands over ready frames
+  itself, and heartbeats come from the channel's shared clock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from ._concurrency import aclose_quietly, call_maybe_async, event_factory
+from ._types import FrameBatches, Message, Receive, Scope, Send
+from .frames import HEARTBEAT, encode, frame_bytes
+
+__all__ = ["EventStreamResponse"]
+
+Content = AsyncIterable[Any] | Iterable[Any]
+DisconnectHook = Callable[[], Awaitable[None] | None]
+
+# Headers that only make sense hop by hop: HTTP/2 and HTTP/3 forbid them outright, and
+# ASGI servers manage framing themselves.
+_HOP_BY_HOP: Final = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+)
+_DEFAULT_HEADERS: Final = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",  # nginx: do not buffer the stream
+}
+_HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
+_FINAL_SEND_TIMEOUT: Final = 5.0
+_DONE: Final = object()
+
+
+def _header_list(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> list[tuple[bytes, bytes]]:
+    merged = dict(_DEFAULT_HEADERS)
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for name, value in items:
+        key = name.lower()
+        if key in _HOP_BY_HOP:
+            raise ValueError(f"header {name!r} is hop-by-hop; the ASGI server sets framing itself")
+        if any(c in f"{name}{value}" for c in "\r\n\0"):
+            raise ValueError(f"header {name!r} must not contain CR, LF or NUL")
+        merged[key] = value
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+
+
+class EventStreamResponse:
+    """Stream ``content`` to one client as ``text/event-stream``.
+
+    ``content`` is an async or sync iterable of `ServerSentEvent`, ``dict`` (the event's
+    fields), ``str`` (a data-only event) or ``bytes`` (frames already encoded). Sync
+    iterables other than lists and tuples run in a worker thread, so a blocking generator
+    never stalls the event loop.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: Content,
+        *,
+        status_code: int = 200,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        heartbeat_interval: float | None = 15.0,
+        send_timeout: float | None = None,
+        retry: int | None = None,
+        on_disconnect: DisconnectHook | None = None,
+        max_buffer_bytes: int = 1 << 20,
+    ) -> None:
+        if heartbeat_interval is not None and not heartbeat_interval > 0:
+            raise ValueError(f"heartbeat_interval must be > 0 or None, not {heartbeat_interval!r}")
+        if send_timeout is not None and not send_timeout > 0:
+            raise ValueError(f"send_timeout must be > 0 or None, not {send_timeout!r}")
+        if max_buffer_bytes < 1:
+            raise ValueError("max_buffer_bytes must be >= 1")
+        self.content = content
+        self.status_code = status_code
+        self.raw_headers = _header_list(headers)
+        self.heartbeat_interval = heartbeat_interval
+        self.send_timeout = send_timeout
+        self.retry_frame = encode(retry=retry) if retry is not None else None
+        self.on_disconnect = on_disconnect
+        self.max_buffer_bytes = max_buffer_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise TypeError(f"EventStreamResponse serves HTTP, not {scope['type']!r}")
+        await _Stream(self, receive, send).run(scope.get("method", "GET") == "HEAD")
+
+
+class _Stream:
+    """The state of one response being streamed."""
+
+    def __init__(self, response: EventStreamResponse, receive: Receive, send: Send) -> None:
+        self.response = response
+        self.receive = receive
+        self.send = send
+        self.cancel_scope: anyio.CancelScope | None = None
+        self.disconnected = False
+        self.error: BaseException | None = None
+        self.last_activity = time.monotonic()
+        self.send_started: float | None = None
+        # The producer/sender hand-off (plain iterables only).
+        self.buffer: list[bytes] = []
+        self.buffered_bytes = 0
+        self.done = False
+        self.heartbeat_due = False
+        self.new_event = event_factory()
+        self.data_ready: anyio.Event | None = None
+        self.space_ready: anyio.Event | None = None
+
+    async def run(self, head_only: bool) -> None:
+        response = self.response
+        content = response.content
+        batches = isinstance(content, FrameBatches)
+        iterator: object = content
+        try:
+            if not batches:
+                iterator = _iterate(content)
+            start: Message = {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+            if not await self._send_or_drop(start):
+                return
+            if head_only:
+                await self._send_or_drop({"type": "http.response.body", "body": b""})
+                return
+            async with anyio.create_task_group() as tg:
+                self.cancel_scope = tg.cancel_scope
+                tg.start_soon(self._watch_disconnect)
+                if response.send_timeout is not None or (
+                    response.heartbeat_interval is not None and not batches
+                ):
+                    tg.start_soon(self._watchdog, not batches)
+                try:
+                    if response.retry_frame is not None:
+                        await self._send_body(response.retry_frame)
+                    if batches:
+                        await self._stream_batches(content)  # type: ignore[arg-type]
+                    else:
+                        tg.start_soon(self._produce, iterator)
+                        await self._drain()
+                except Exception as exc:
+                    self.error = exc
+                tg.cancel_scope.cancel()  # stop the helpers: the body is complete
+            if self.error is not None:
+                raise self.error
+            if not self.disconnected:
+                with anyio.move_on_after(response.send_timeout or _FINAL_SEND_TIMEOUT):
+                    await self._send_or_drop({"type": "http.response.body", "body": b""})
+        finally:
+            await aclose_quietly(iterator)
+            if self.disconnected and response.on_disconnect is not None:
+                with anyio.CancelScope(shield=True):
+                    await call_maybe_async(response.on_disconnect)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send_or_drop(self, message: Message) -> bool:
+        try:
+            await self.send(message)
+        except OSError:  # the server's way of saying the client is gone
+            self._drop()
+            return False
+        return True
+
+    async def _send_body(self, chunk: bytes) -> None:
+        self.send_started = time.monotonic()
+        sent = await self._send_or_drop(
+            {"type": "http.response.body", "body": chunk, "more_body": True}
+        )
+        self.last_activity = time.monotonic()
+        self.send_started = None
+        if not sent:
+            await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
+
+    def _drop(self) -> None:
+        self.disconnected = True
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    async def _stream_batches(self, source: FrameBatches) -> None:
+        if self.response.heartbeat_interval is not None:
+            source.use_heartbeat(self.response.heartbeat_interval)
+        next_frames = source.next_frames
+        send_body = self._send_body
+        while True:
+            try:
+                chunk = await next_frames()
+            except StopAsyncIteration:
+                return
+            await send_body(chunk)
+
+    async def _drain(self) -> None:
+        buffer = self.buffer
+        while True:
+            if buffer:
+                chunk = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+                buffer.clear()
+                self.buffered_bytes = 0
+                if self.space_ready is not None:
+                    self.space_ready.set()
+                    self.space_ready = None
+                await self._send_body(chunk)
+            elif self.done:
+                return
+            elif self.heartbeat_due:
+                self.heartbeat_due = False
+                await self._send_body(_HEARTBEAT_FRAME)
+            else:
+                self.data_ready = waiter = self.new_event()
+                await waiter.wait()
+
+    # -- helper tasks ----------------------------------------------------------------------
+
+    def _wake_sender(self) -> None:
+        if self.data_ready is not None:
+            self.data_ready.set()
+            self.data_ready = None
+
+    async def _produce(self, iterator: object) -> None:
+        try:
+            if hasattr(iterator, "__anext__"):
+                async for item in iterator:  # type: ignore[attr-defined]
+                    if self._push(frame_bytes(item)):
+                        await self._wait_for_space()
+            elif isinstance(iterator, _IN_MEMORY_ITERATORS):
+                for item in iterator:  # type: ignore[attr-defined]
+                    if self._push(frame_bytes(item)):
+                        await self._wait_for_space()
+            else:  # any other sync iterator may block: read it in a worker thread
+                while (item := await _next_in_thread(iterator)) is not _DONE:
+                    if self._push(frame_bytes(item)):
+                        await self._wait_for_space()
+        except Exception as exc:
+            self.error = exc
+            if self.cancel_scope is not None:
+                self.cancel_scope.cancel()
+        finally:
+            self.done = True
+            self._wake_sender()
+
+    def _push(self, frame: bytes) -> bool:
+        """Queue a frame for the sender; True when the buffer is full and we must wait."""
+        self.buffer.append(frame)
+        self.buffered_bytes += len(frame)
+        self._wake_sender()
+        return self.buffered_bytes >= self.response.max_buffer_bytes
+
+    async def _wait_for_space(self) -> None:
+        self.space_ready = space = self.new_event()
+        await space.wait()
+
+    async def _watch_disconnect(self) -> None:
+        try:
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    break
+        except OSError:
+            pass
+        self._drop()
+
+    async def _watchdog(self, heartbeats: bool) -> None:
+        interval = self.response.heartbeat_interval if heartbeats else None
+        timeout = self.response.send_timeout
+        while True:
+            now = time.monotonic()
+            wake_at = math.inf
+            if timeout is not None:
+                started = self.send_started
+                if started is None:
+                    wake_at = now + timeout / 2  # look again: a send may start meanwhile
+                elif now - started >= timeout:
+                    self._drop()  # the client stopped reading
+                    return
+                else:
+                    wake_at = started + timeout
+            if interval is not None:
+                due = self.last_activity + interval
+                if now >= due and self.send_started is None:
+                    self.heartbeat_due = True
+                    self._wake_sender()
+                    due = now + interval
+                wake_at = min(wake_at, due)
+            await anyio.sleep(max(wake_at - now, 0.001))
+
+
+def _iterate(content: Content) -> object:
+    if isinstance(content, AsyncIterable):
+        return content.__aiter__()
+    if isinstance(content, Iterable):
+        return iter(content)
+    raise TypeError(
+        f"EventStreamResponse content must be an iterable or async iterable, "
+        f"not {type(content).__name__}"
+    )
+
+
+_IN_MEMORY_ITERATORS: Final = (type(iter([])), type(iter(())))
+
+
+async def _next_in_thread(iterator: Any) -> Any:
+    return await anyio.to_thread.run_sync(next, iterator, _DONE, abandon_on_cancel=True)
