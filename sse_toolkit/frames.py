@@ -77,16 +77,17 @@ def _encode(
     json_dumps: JSONDumps | None,
 ) -> bytes:
     parts: list[str] = []
+    # The id line comes first: a channel that assigns ids prefixes it to a stored frame.
+    if id is not None:
+        if "\0" in _single_line("id", id):
+            raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
+        parts.append(f"id: {id}\n" if id else "id:\n")
     if comment is not None:
         if not isinstance(comment, str):
             raise TypeError(f"comment must be a str, not {type(comment).__name__}")
         parts.append(_lines(":", comment))
     if event is not None:
         parts.append(f"event: {_single_line('event', event)}\n")
-    if id is not None:
-        if "\0" in _single_line("id", id):
-            raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
-        parts.append(f"id: {id}\n" if id else "id:\n")
     if retry is not None:
         if type(retry) is not int:
             raise TypeError(f"retry must be an int (milliseconds), not {type(retry).__name__}")

@@ -1,0 +1,39 @@
+"""The seam between a `ChannelManager` and where its events live."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..channel import SSEChannel
+    from ..frames import ServerSentEvent
+
+
+class Backend(ABC):
+    """Moves a channel's publishes (and, for shared backends, its history) between processes.
+
+    A channel keeps its ring and its listeners' cursors locally. ``publish`` must store the
+    event durably enough for the backend's promise, assign its id, make it reach
+    ``channel._store()`` in every process attached to the channel (this one included), and
+    return the stored event. A local backend can simply call ``channel._store(event)``.
+    """
+
+    #: False for backends that need the network: then `SSEChannel.broadcast_nowait` refuses.
+    local: bool = True
+
+    @abstractmethod
+    async def publish(self, channel: SSEChannel, event: ServerSentEvent) -> ServerSentEvent:
+        """Store and deliver ``event``; return it as stored (with its id)."""
+
+    async def attach(self, channel: SSEChannel) -> None:
+        """Start delivering the shared channel's events into ``channel`` (in this process)."""
+        return None
+
+    async def detach(self, channel: SSEChannel) -> None:
+        """Stop delivering into ``channel`` (it was removed or evicted)."""
+        return None
+
+    async def close(self) -> None:
+        """Release connections and tasks; called by `ChannelManager.close()`."""
+        return None

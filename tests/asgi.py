@@ -1,0 +1,85 @@
+"""Drive an ASGI callable in-process with our own ``receive``/``send``.
+
+httpx's ASGITransport collects a whole body before returning, so it hangs on an endless
+stream; this driver records every message as it is sent and lets a test disconnect the
+client, stall it, or break its socket at will.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from sse_toolkit._types import Message
+
+WAIT = 5.0  # bounded wait for any condition in these tests
+
+
+class Client:
+    def __init__(self, *, method: str = "GET", path: str = "/", headers: Any = ()) -> None:
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+            "client": ("127.0.0.1", 1234),
+            "server": ("127.0.0.1", 80),
+        }
+        self.messages: list[Message] = []
+        self.disconnect = anyio.Event()
+        self.stall = False  # when set, send blocks until disconnect (a client not reading)
+        self.broken = False  # when set, send raises OSError (a dead socket)
+        self._request_sent = False
+        self._changed = anyio.Event()
+
+    async def receive(self) -> Message:
+        if not self._request_sent:
+            self._request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.broken:
+            raise OSError("connection reset")
+        if self.stall and message["type"] == "http.response.body":
+            await anyio.sleep_forever()
+        self.messages.append(message)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # -- reading what was sent -------------------------------------------------------------
+
+    @property
+    def start(self) -> Message:
+        assert self.messages[0]["type"] == "http.response.start"
+        return self.messages[0]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.start["headers"]}
+
+    @property
+    def bodies(self) -> list[Message]:
+        return [m for m in self.messages if m["type"] == "http.response.body"]
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.bodies)
+
+    @property
+    def finished(self) -> bool:
+        bodies = self.bodies
+        return bool(bodies) and not bodies[-1].get("more_body", False)
+
+    async def wait_for(self, predicate: Any, timeout: float = WAIT) -> None:
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await self._changed.wait()

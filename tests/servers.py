@@ -1,0 +1,160 @@
+"""Real ASGI servers on loopback for the tests: uvicorn, and hypercorn on asyncio or trio.
+
+Each server runs its own event loop in a thread of the test process; tests talk to it over
+TCP with real clients, exactly as a browser would.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+SERVERS = ["uvicorn", "hypercorn-asyncio", "hypercorn-trio"]
+START_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(app: Any, server: str = "uvicorn", *, lifespan: str = "off") -> Iterator[str]:
+    """Serve ``app`` for the duration of the block; yield its base URL."""
+    if server == "uvicorn":
+        with _uvicorn(app, lifespan) as url:
+            yield url
+    elif server.startswith("hypercorn-"):
+        with _hypercorn(app, server.removeprefix("hypercorn-"), lifespan) as url:
+            yield url
+    else:
+        raise ValueError(f"unknown server {server!r}")
+
+
+@contextmanager
+def _uvicorn(app: Any, lifespan: str) -> Iterator[str]:
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        _wait_until(lambda: server.started, "uvicorn did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+@contextmanager
+def _hypercorn(app: Any, worker: str, lifespan: str) -> Iterator[str]:
+    from hypercorn.config import Config
+
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 2
+    started = threading.Event()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    if lifespan == "off":
+        # hypercorn has no switch for it; an app that rejects lifespan is tolerated.
+        app = _no_lifespan(app)
+
+    def run() -> None:
+        try:
+            if worker == "trio":
+                import trio
+                from hypercorn.trio import serve as trio_serve
+
+                async def main() -> None:
+                    async def trigger() -> None:
+                        while not stop.is_set():
+                            await trio.sleep(0.02)
+
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(
+                            lambda task_status: trio_serve(
+                                app, config, shutdown_trigger=trigger, task_status=task_status
+                            )
+                        )
+                        started.set()
+
+                trio.run(main)
+            else:
+                import asyncio
+
+                from hypercorn.asyncio import serve as asyncio_serve
+
+                async def amain() -> None:
+                    async def trigger() -> None:
+                        while not stop.is_set():
+                            await asyncio.sleep(0.02)
+
+                    task = asyncio.ensure_future(
+                        asyncio_serve(app, config, shutdown_trigger=trigger)
+                    )
+                    while not _port_open(port):
+                        if task.done():
+                            task.result()
+                        await asyncio.sleep(0.01)
+                    started.set()
+                    await task
+
+                asyncio.run(amain())
+        except BaseException as exc:
+            failure.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(START_TIMEOUT), "hypercorn did not start"
+        if failure:
+            raise failure[0]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(15)
+        assert not thread.is_alive(), "hypercorn did not shut down"
+
+
+def _no_lifespan(app: Any) -> Any:
+    async def wrapper(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await app(scope, receive, send)
+
+    return wrapper
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_until(predicate: Any, message: str, timeout: float = START_TIMEOUT) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        done.wait(0.01)
+    raise AssertionError(message)

@@ -1,0 +1,358 @@
+"""EventStreamResponse driven in-process, on asyncio and trio."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from sse_toolkit import EventStreamResponse, ServerSentEvent, encode
+
+from .asgi import WAIT, Client
+from .sse_parser import parse
+
+pytestmark = pytest.mark.anyio
+
+
+class Tracked:
+    """An async generator wrapper that records whether it was closed."""
+
+    def __init__(self, items: list[Any], *, then_wait: bool = False) -> None:
+        self.items = items
+        self.then_wait = then_wait
+        self.closed = anyio.Event()
+        self.pulled = 0
+
+    async def gen(self) -> AsyncIterator[Any]:
+        try:
+            for item in self.items:
+                self.pulled += 1
+                yield item
+            if self.then_wait:
+                await anyio.sleep_forever()
+        finally:
+            self.closed.set()
+
+
+async def run(response: EventStreamResponse, client: Client) -> None:
+    with anyio.fail_after(WAIT):
+        await response(client.scope, client.receive, client.send)
+
+
+async def test_streams_every_kind_of_item_in_order() -> None:
+    items: list[Any] = [
+        ServerSentEvent("one", event="e", id="1"),
+        {"data": {"n": 2}, "event": "json", "id": "2"},
+        "three",
+        encode("four", id="4"),
+        bytearray(encode("five")),
+    ]
+    client = Client()
+    await run(EventStreamResponse(Tracked(items).gen()), client)
+    events = parse(client.body).events
+    assert [e.data for e in events] == ["one", '{"n":2}', "three", "four", "five"]
+    assert [e.event for e in events[:2]] == ["e", "json"]
+    assert client.finished
+
+
+async def test_start_comes_first_and_exactly_one_final_body() -> None:
+    client = Client()
+    await run(EventStreamResponse(Tracked(["a", "b", "c"]).gen()), client)
+    assert client.messages[0]["type"] == "http.response.start"
+    assert client.start["status"] == 200
+    finals = [m for m in client.bodies if not m.get("more_body", False)]
+    assert len(finals) == 1
+    assert client.messages[-1] is finals[0]
+
+
+async def test_headers_defaults_merge_and_no_hop_by_hop() -> None:
+    client = Client()
+    response = EventStreamResponse(
+        [], status_code=201, headers={"X-Custom": "1", "Cache-Control": "no-store"}
+    )
+    await run(response, client)
+    headers = client.headers
+    assert headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert headers["cache-control"] == "no-store"
+    assert headers["x-accel-buffering"] == "no"
+    assert headers["x-custom"] == "1"
+    assert "connection" not in headers and "transfer-encoding" not in headers
+    assert client.start["status"] == 201
+
+
+@pytest.mark.parametrize("name", ["Connection", "Transfer-Encoding", "keep-alive", "Upgrade"])
+def test_hop_by_hop_headers_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        EventStreamResponse([], headers={name: "x"})
+
+
+def test_header_injection_is_refused() -> None:
+    with pytest.raises(ValueError, match="CR, LF"):
+        EventStreamResponse([], headers={"x-a": "1\r\nset-cookie: a=b"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"heartbeat_interval": 0}, "heartbeat_interval"),
+        ({"send_timeout": -1}, "send_timeout"),
+        ({"retry": -5}, "retry"),
+        ({"retry": True}, "retry"),
+    ],
+)
+def test_bad_options_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=field):
+        EventStreamResponse([], **kwargs)
+
+
+async def test_head_sends_headers_only_and_never_iterates() -> None:
+    source = Tracked(["a"])
+    client = Client(method="HEAD")
+    await run(EventStreamResponse(source.gen()), client)
+    assert client.start["status"] == 200
+    assert client.body == b""
+    assert client.finished
+    assert source.pulled == 0
+
+
+async def test_initial_retry_frame() -> None:
+    client = Client()
+    await run(EventStreamResponse(["x"], retry=2500), client)
+    assert client.bodies[0]["body"] == b"retry: 2500\n\n"
+    assert parse(client.body).retries == [2500]
+
+
+async def test_ready_frames_are_coalesced_into_one_message() -> None:
+    client = Client()
+    source = Tracked([f"event {i}" for i in range(200)])
+    await run(EventStreamResponse(source.gen()), client)
+    assert len(parse(client.body).events) == 200
+    data_messages = [m for m in client.bodies if m.get("body")]
+    assert len(data_messages) <= 3, len(data_messages)
+
+
+async def test_disconnect_stops_promptly_and_closes_the_iterator() -> None:
+    source = Tracked(["a"], then_wait=True)
+    client = Client()
+    hook_calls: list[str] = []
+    response = EventStreamResponse(source.gen(), on_disconnect=lambda: hook_calls.append("gone"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, response, client)
+        await client.wait_for(lambda: b"data: a" in client.body)
+        client.disconnect.set()
+    assert source.closed.is_set()
+    assert not client.finished  # nobody to send the end to
+    assert hook_calls == ["gone"]
+
+
+async def test_async_disconnect_hook_is_awaited() -> None:
+    called = anyio.Event()
+
+    async def hook() -> None:
+        await anyio.lowlevel.checkpoint()
+        called.set()
+
+    client = Client()
+    client.broken = True
+    await run(EventStreamResponse(Tracked(["a"]).gen(), on_disconnect=hook), client)
+    assert called.is_set()
+
+
+async def test_oserror_on_data_send_ends_the_stream_cleanly() -> None:
+    source = Tracked(["a", "b", "c"], then_wait=True)
+    client = Client()
+    client.broken = True
+    await run(EventStreamResponse(source.gen()), client)
+    assert source.closed.is_set()
+    assert client.messages == []
+
+
+async def test_generator_exception_propagates_unwrapped_and_closes() -> None:
+    closed = anyio.Event()
+
+    async def failing() -> AsyncIterator[str]:
+        try:
+            yield "a"
+            raise RuntimeError("boom")
+        finally:
+            closed.set()
+
+    client = Client()
+    with pytest.raises(RuntimeError, match="boom"):
+        await run(EventStreamResponse(failing()), client)
+    assert closed.is_set()
+
+
+async def test_bad_item_raises_type_error_naming_the_type() -> None:
+    client = Client()
+    with pytest.raises(TypeError, match="int"):
+        await run(EventStreamResponse(Tracked(["a", 42]).gen()), client)
+
+
+async def test_bad_event_field_in_dict_raises() -> None:
+    client = Client()
+    with pytest.raises(ValueError, match="event"):
+        await run(EventStreamResponse([{"data": "x", "event": "a\nid: 9"}]), client)
+    assert b"id: 9" not in client.body
+
+
+def test_non_iterable_content_is_refused() -> None:
+    client = Client()
+
+    async def main() -> None:
+        await run(EventStreamResponse(42), client)  # type: ignore[arg-type]
+
+    with pytest.raises(TypeError, match="iterable"):
+        anyio.run(main)
+
+
+async def test_outside_cancellation_closes_the_iterator() -> None:
+    source = Tracked(["a"], then_wait=True)
+    client = Client()
+    with anyio.move_on_after(WAIT) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, EventStreamResponse(source.gen()), client)
+            await client.wait_for(lambda: b"data: a" in client.body)
+            tg.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+    assert source.closed.is_set()
+
+
+async def test_heartbeat_only_when_idle() -> None:
+    release = anyio.Event()
+
+    async def quiet_then_done() -> AsyncIterator[str]:
+        yield "first"
+        await release.wait()
+        yield "last"
+
+    client = Client()
+    response = EventStreamResponse(quiet_then_done(), heartbeat_interval=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, response, client)
+        await client.wait_for(lambda: client.body.count(b": heartbeat\n\n") >= 2)
+        release.set()
+    parsed = parse(client.body)
+    assert [e.data for e in parsed.events] == ["first", "last"]
+    assert parsed.comments.count("heartbeat") >= 2
+    assert client.finished
+
+
+async def test_no_heartbeat_while_events_flow() -> None:
+    async def busy() -> AsyncIterator[str]:
+        for i in range(20):
+            yield str(i)
+            await anyio.sleep(0.005)
+
+    client = Client()
+    await run(EventStreamResponse(busy(), heartbeat_interval=2.0), client)
+    assert b"heartbeat" not in client.body
+    assert len(parse(client.body).events) == 20
+
+
+async def test_heartbeats_off() -> None:
+    async def idle_gap() -> AsyncIterator[str]:
+        yield "a"
+        await anyio.sleep(0.3)  # an idle stretch of many watchdog ticks
+        yield "b"
+
+    client = Client()
+    response = EventStreamResponse(idle_gap(), heartbeat_interval=None, send_timeout=0.02)
+    await run(response, client)
+    assert b"heartbeat" not in client.body
+    assert [e.data for e in parse(client.body).events] == ["a", "b"]
+
+
+async def test_send_timeout_drops_a_client_that_stopped_reading() -> None:
+    source = Tracked(["a"] * 5, then_wait=True)
+    client = Client()
+    client.stall = True
+    hook: list[bool] = []
+    response = EventStreamResponse(
+        source.gen(), send_timeout=0.1, on_disconnect=lambda: hook.append(True)
+    )
+    await run(response, client)  # returns: the stalled client was dropped
+    assert source.closed.is_set()
+    assert hook == [True]
+
+
+async def test_stall_without_send_timeout_is_not_dropped_by_heartbeats() -> None:
+    client = Client()
+    client.stall = True
+    source = Tracked(["a"], then_wait=True)
+    response = EventStreamResponse(source.gen(), heartbeat_interval=0.02)
+    with anyio.move_on_after(0.3) as scope:
+        await response(client.scope, client.receive, client.send)
+    assert scope.cancelled_caught  # still streaming: only a send_timeout drops clients
+    assert source.closed.is_set()
+
+
+async def test_sync_generator_runs_in_a_worker_thread() -> None:
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    gate = threading.Event()
+
+    def blocking() -> Iterator[str]:
+        threads.append(threading.get_ident())
+        yield "a"
+        # blocks its thread until the event loop proves it is still running
+        assert gate.wait(WAIT)
+        yield "b"
+
+    client = Client()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, EventStreamResponse(blocking()), client)
+        await client.wait_for(lambda: b"data: a" in client.body)
+        gate.set()  # only reachable because the loop is not blocked
+    assert threads and threads[0] != loop_thread
+    assert [e.data for e in parse(client.body).events] == ["a", "b"]
+
+
+async def test_sync_generator_is_closed_on_disconnect() -> None:
+    closed = threading.Event()
+
+    def gen() -> Iterator[str]:
+        try:
+            yield "a"
+            yield "b"
+        finally:
+            closed.set()
+
+    client = Client()
+    client.broken = True
+    await run(EventStreamResponse(gen()), client)
+    assert closed.wait(WAIT)
+
+
+async def test_list_content_streams_without_threads() -> None:
+    client = Client()
+    await run(EventStreamResponse([{"data": i} for i in range(5)]), client)
+    assert [e.data for e in parse(client.body).events] == ["0", "1", "2", "3", "4"]
+
+
+async def test_producer_is_bounded_by_the_buffer() -> None:
+    """A slow client must not make the response read the whole source into memory."""
+    pulled = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield b"data: " + b"x" * 1000 + b"\n\n"
+
+    client = Client()
+    client.stall = True
+    response = EventStreamResponse(endless(), max_buffer_bytes=10_000)
+    with anyio.move_on_after(0.3):
+        await response(client.scope, client.receive, client.send)
+    assert 10 <= pulled <= 12, pulled
+
+
+async def test_response_is_a_plain_asgi_callable_rejecting_websockets() -> None:
+    client = Client()
+    client.scope["type"] = "websocket"
+    with pytest.raises(TypeError, match="websocket"):
+        await run(EventStreamResponse([]), client)

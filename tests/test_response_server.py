@@ -1,0 +1,117 @@
+"""EventStreamResponse behind real servers (uvicorn; hypercorn on asyncio and trio), read by
+httpx-sse over loopback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from sse_toolkit import EventStreamResponse, ServerSentEvent
+
+from .servers import SERVERS, serve
+
+WAIT = 10.0
+
+
+class App:
+    """/count?n=N streams N events and ends; /forever streams until the client leaves."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.disconnected = threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        if scope["path"] == "/count":
+            n = int(scope["query_string"].decode().partition("=")[2])
+            source: AsyncIterator[Any] = self.count(n)
+        else:
+            source = self.forever()
+        response = EventStreamResponse(
+            source, retry=1000, heartbeat_interval=0.05, on_disconnect=self.disconnected.set
+        )
+        await response(scope, receive, send)
+
+    async def count(self, n: int) -> AsyncIterator[ServerSentEvent]:
+        for i in range(n):
+            yield ServerSentEvent({"i": i, "text": "line 1\nline 2"}, event="count", id=str(i))
+
+    async def forever(self) -> AsyncIterator[str]:
+        try:
+            i = 0
+            while True:
+                yield f"tick {i}"
+                i += 1
+                await anyio.sleep(0.01)
+        finally:
+            self.closed.set()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_real_server_streams_parseable_events(server: str) -> None:
+    app = App()
+    with serve(app, server) as url, httpx.Client(timeout=WAIT) as client:
+        with connect_sse(client, "GET", f"{url}/count?n=500") as source:
+            response = source.response
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert response.headers["cache-control"] == "no-cache"
+            retry_frame, *events = list(source.iter_sse())
+    assert retry_frame.retry == 1000  # the initial retry arrives in a frame of its own
+    assert retry_frame.data == ""
+    assert len(events) == 500
+    assert [e.id for e in events] == [str(i) for i in range(500)]
+    assert all(e.event == "count" for e in events)
+    assert events[7].json() == {"i": 7, "text": "line 1\nline 2"}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_real_server_client_disconnect_closes_the_generator(server: str) -> None:
+    app = App()
+    with serve(app, server) as url, httpx.Client(timeout=WAIT) as client:
+        with connect_sse(client, "GET", f"{url}/forever") as source:
+            seen = []
+            for event in source.iter_sse():
+                if event.data:
+                    seen.append(event.data)
+                if len(seen) == 3:
+                    break
+        assert seen == ["tick 0", "tick 1", "tick 2"]
+        # closing the connection must end the server side promptly
+        assert app.closed.wait(WAIT), "the generator was not closed after the client left"
+        assert app.disconnected.wait(WAIT)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_real_server_heartbeats_reach_the_client(server: str) -> None:
+    async def quiet(scope: Any, receive: Any, send: Any) -> None:
+        async def one_then_idle() -> AsyncIterator[str]:
+            yield "hello"
+            await anyio.sleep_forever()
+
+        await EventStreamResponse(one_then_idle(), heartbeat_interval=0.05)(scope, receive, send)
+
+    with serve(quiet, server) as url, httpx.Client(timeout=WAIT) as client:
+        with client.stream("GET", url) as response:
+            received = b""
+            for chunk in response.iter_bytes():
+                received += chunk
+                if received.count(b": heartbeat\n\n") >= 2:
+                    break
+    assert received.startswith(b"data: hello\n\n")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_real_server_head_request(server: str) -> None:
+    app = App()
+    with serve(app, server) as url, httpx.Client(timeout=WAIT) as client:
+        response = client.head(f"{url}/forever")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.content == b""
