@@ -36,6 +36,7 @@ class Client:
         self.disconnect = anyio.Event()
         self.stall = False  # when set, send blocks until disconnect (a client not reading)
         self.broken = False  # when set, send raises OSError (a dead socket)
+        self.broken_body = False  # the same, but only once the response has started
         self._request_sent = False
         self._changed = anyio.Event()
 
@@ -47,7 +48,7 @@ class Client:
         return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
-        if self.broken:
+        if self.broken or (self.broken_body and message["type"] == "http.response.body"):
             raise OSError("connection reset")
         if self.stall and message["type"] == "http.response.body":
             await anyio.sleep_forever()

@@ -156,7 +156,7 @@ async def test_async_disconnect_hook_is_awaited() -> None:
         called.set()
 
     client = Client()
-    client.broken = True
+    client.broken_body = True
     await run(EventStreamResponse(Tracked(["a"]).gen(), on_disconnect=hook), client)
     assert called.is_set()
 
@@ -164,9 +164,18 @@ async def test_async_disconnect_hook_is_awaited() -> None:
 async def test_oserror_on_data_send_ends_the_stream_cleanly() -> None:
     source = Tracked(["a", "b", "c"], then_wait=True)
     client = Client()
-    client.broken = True
+    client.broken_body = True
     await run(EventStreamResponse(source.gen()), client)
     assert source.closed.is_set()
+    assert [m["type"] for m in client.messages] == ["http.response.start"]
+
+
+async def test_oserror_on_start_never_iterates() -> None:
+    source = Tracked(["a"])
+    client = Client()
+    client.broken = True
+    await run(EventStreamResponse(source.gen()), client)
+    assert source.pulled == 0
     assert client.messages == []
 
 
@@ -322,7 +331,7 @@ async def test_sync_generator_is_closed_on_disconnect() -> None:
             closed.set()
 
     client = Client()
-    client.broken = True
+    client.broken_body = True
     await run(EventStreamResponse(gen()), client)
     assert closed.wait(WAIT)
 
@@ -348,7 +357,8 @@ async def test_producer_is_bounded_by_the_buffer() -> None:
     response = EventStreamResponse(endless(), max_buffer_bytes=10_000)
     with anyio.move_on_after(0.3):
         await response(client.scope, client.receive, client.send)
-    assert 10 <= pulled <= 12, pulled
+    # one batch stuck in send plus one full buffer: ~2 x max_buffer_bytes, then it waits
+    assert 18 <= pulled <= 22, pulled
 
 
 async def test_response_is_a_plain_asgi_callable_rejecting_websockets() -> None:

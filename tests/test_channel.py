@@ -1,0 +1,530 @@
+"""SSEChannel in-process, on asyncio and trio."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from sse_toolkit import (
+    HEARTBEAT,
+    LAGGED_EVENT,
+    RESET_EVENT,
+    ChannelClosed,
+    EventStreamResponse,
+    ServerSentEvent,
+    SSEChannel,
+)
+
+from .asgi import WAIT, Client
+from .sse_parser import parse
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Prove that nothing waits for the cycle collector: turn it off for the test."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def wait_until(predicate: Any, timeout: float = WAIT) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.001)
+
+
+async def collect(listener: Any, n: int) -> list[ServerSentEvent]:
+    events: list[ServerSentEvent] = []
+    with anyio.fail_after(WAIT):
+        async for event in listener:
+            events.append(event)
+            if len(events) == n:
+                break
+    return events
+
+
+# -- publishing ----------------------------------------------------------------------------
+
+
+async def test_broadcast_returns_the_stored_event_with_an_id() -> None:
+    ch = SSEChannel("c")
+    first = await ch.broadcast("hello")
+    second = await ch.broadcast({"event": "e", "data": {"k": 1}})
+    third = await ch.broadcast(ServerSentEvent("x", id="mine"))
+    assert first.data == "hello" and first.id
+    assert second.event == "e" and second.data == {"k": 1}
+    assert third.id == "mine"
+    assert len({first.id, second.id, third.id}) == 3
+    assert first.encode() == ServerSentEvent("hello", id=first.id).encode()
+    assert ch.last_id == "mine"
+    assert ch.stats().published == 3
+
+
+async def test_broadcast_rejects_bad_input_naming_the_field() -> None:
+    ch = SSEChannel("c")
+    with pytest.raises(ValueError, match="event"):
+        await ch.broadcast({"data": "x", "event": "a\nevent: b"})
+    with pytest.raises(TypeError, match="unknown event field"):
+        await ch.broadcast({"data": "x", "evnt": "typo"})
+    with pytest.raises(TypeError, match="int"):
+        await ch.broadcast(42)  # type: ignore[arg-type]
+    assert ch.stats().published == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"name": ""}, {"name": 5}, {"name": "c", "capacity": 0}, {"name": "c", "lag_policy": "x"}],
+)
+def test_constructor_validates(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs.keys() - {"name"}), "name")):
+        SSEChannel(**kwargs)
+
+
+async def test_auto_ids_are_monotonic() -> None:
+    ch = SSEChannel("c")
+    ids = [(await ch.broadcast(str(i))).id for i in range(20)]
+    epochs = {i.split("-")[0] for i in ids if i}  # type: ignore[union-attr]
+    assert len(epochs) == 1
+    assert [int(i.split("-")[1]) for i in ids if i] == list(range(1, 21))  # type: ignore[union-attr]
+
+
+# -- listening -----------------------------------------------------------------------------
+
+
+async def test_every_listener_gets_every_event_in_order() -> None:
+    ch = SSEChannel("c")
+    listeners = [ch.listen() for _ in range(5)]
+    assert ch.subscriber_count == 5
+    for i in range(10):
+        await ch.broadcast(str(i))
+    for listener in listeners:
+        events = await collect(listener, 10)
+        assert [e.data for e in events] == [str(i) for i in range(10)]
+        await listener.aclose()
+    assert ch.subscriber_count == 0
+
+
+async def test_listener_waits_for_live_events() -> None:
+    ch = SSEChannel("c")
+    received: list[str] = []
+
+    async def consume() -> None:
+        async for event in ch.listen():
+            received.append(event.data)
+            if len(received) == 3:
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        for i in range(3):
+            await ch.broadcast(str(i))
+            await anyio.sleep(0)
+    assert received == ["0", "1", "2"]
+
+
+async def test_next_frames_takes_every_ready_frame_at_once() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen()
+    stored = [await ch.broadcast(str(i)) for i in range(5)]
+    with anyio.fail_after(WAIT):
+        frames = await listener.next_frames()
+    assert frames == b"".join(e.encode() for e in stored)
+    await listener.aclose()
+
+
+# -- leaving: subscriber_count is exact, without the garbage collector ----------------------
+
+
+async def test_cancelled_wait_leaves_at_once(no_gc: None) -> None:
+    ch = SSEChannel("c")
+
+    async def consume() -> None:
+        async for _ in ch.listen():
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        tg.cancel_scope.cancel()
+    assert ch.subscriber_count == 0
+
+
+async def test_lilya_style_wrapper_behind_a_response_leaves_on_disconnect(no_gc: None) -> None:
+    ch = SSEChannel("c")
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        async for event in ch.listen(heartbeat_interval=10):
+            yield event
+
+    client = Client()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(EventStreamResponse(stream()), client.scope, client.receive, client.send)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        await ch.broadcast("hello")
+        await client.wait_for(lambda: b"data: hello" in client.body)
+        client.disconnect.set()
+    assert ch.subscriber_count == 0
+
+
+async def test_disconnect_while_stuck_in_send_leaves_at_once(no_gc: None) -> None:
+    ch = SSEChannel("c")
+    client = Client()
+    client.stall = True  # the client stopped reading: send never returns
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(EventStreamResponse(ch.listen()), client.scope, client.receive, client.send)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        await ch.broadcast("stuck")  # the response is now blocked inside send()
+        await anyio.sleep(0.01)
+        client.disconnect.set()
+    assert ch.subscriber_count == 0
+
+
+async def test_wrapper_stuck_in_send_then_disconnected_leaves_at_once(no_gc: None) -> None:
+    ch = SSEChannel("c")
+
+    async def stream() -> AsyncIterator[ServerSentEvent]:
+        async for event in ch.listen():
+            yield event
+
+    client = Client()
+    client.stall = True
+    response = EventStreamResponse(stream(), max_buffer_bytes=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(response, client.scope, client.receive, client.send)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        for i in range(3):
+            await ch.broadcast(str(i))
+            await anyio.sleep(0.005)
+        client.disconnect.set()
+    assert ch.subscriber_count == 0
+
+
+async def test_send_timeout_drop_leaves_at_once(no_gc: None) -> None:
+    ch = SSEChannel("c")
+    client = Client()
+    client.stall = True
+    done = anyio.Event()
+
+    async def serve() -> None:
+        await EventStreamResponse(ch.listen(), send_timeout=0.05)(
+            client.scope, client.receive, client.send
+        )
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        await ch.broadcast("x")
+        with anyio.fail_after(WAIT):
+            await done.wait()
+    assert ch.subscriber_count == 0
+
+
+async def test_aclose_break_and_context_manager_leave(no_gc: None) -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen()
+    assert ch.subscriber_count == 1
+    await listener.aclose()
+    assert ch.subscriber_count == 0
+    async with ch.listen():
+        assert ch.subscriber_count == 1
+    assert ch.subscriber_count == 0
+    first = await ch.broadcast("x")
+    await ch.broadcast("y")
+    async for _ in ch.listen(last_event_id=first.id):
+        break
+    assert ch.subscriber_count == 0
+
+
+async def test_a_cancelled_read_can_resume_without_losing_events() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen()
+    with anyio.move_on_after(0.01):
+        await listener.__anext__()
+    assert ch.subscriber_count == 0  # left while cancelled...
+    await ch.broadcast("while away")
+    event = await listener.__anext__()  # ...and comes back where it was
+    assert event.data == "while away"
+    assert ch.subscriber_count == 1
+    await listener.aclose()
+
+
+# -- replay --------------------------------------------------------------------------------
+
+
+async def test_replay_after_last_event_id_then_live_without_gap_or_duplicate() -> None:
+    ch = SSEChannel("c")
+    stored = [await ch.broadcast(str(i)) for i in range(10)]
+    listener = ch.listen(last_event_id=stored[3].id)
+    await ch.broadcast("10")  # published between subscribe and the first read
+    events = await collect(listener, 7)
+    assert [e.data for e in events] == [str(i) for i in range(4, 11)]
+    await ch.broadcast("11")
+    assert (await listener.__anext__()).data == "11"
+    await listener.aclose()
+
+
+async def test_replay_of_the_newest_id_is_just_live() -> None:
+    ch = SSEChannel("c")
+    last = await ch.broadcast("x")
+    listener = ch.listen(last_event_id=last.id)
+    await ch.broadcast("y")
+    assert [e.data for e in await collect(listener, 1)] == ["y"]
+    await listener.aclose()
+
+
+async def test_replay_with_caller_chosen_ids() -> None:
+    ch = SSEChannel("c")
+    for i in range(5):
+        await ch.broadcast(ServerSentEvent(str(i), id=f"order-{i}"))
+    listener = ch.listen(last_event_id="order-2")
+    assert [e.data for e in await collect(listener, 2)] == ["3", "4"]
+    await listener.aclose()
+
+
+@pytest.mark.parametrize("reason", ["unknown", "evicted"])
+async def test_unreplayable_id_gets_a_reset_then_live(reason: str) -> None:
+    ch = SSEChannel("c", capacity=4)
+    first = await ch.broadcast("0")
+    last_id = "no-such-id" if reason == "unknown" else first.id
+    for i in range(1, 10):
+        await ch.broadcast(str(i))
+    listener = ch.listen(last_event_id=last_id)
+    await ch.broadcast("live")
+    reset, live = await collect(listener, 2)
+    assert reset.event == RESET_EVENT
+    assert reset.data == {"reason": "unknown-last-event-id", "last_event_id": last_id}
+    assert reset.id is None  # the client's Last-Event-ID is not overwritten
+    assert live.data == "live"
+    assert ch.stats().resets == 1
+    await listener.aclose()
+
+
+# -- slow consumers ------------------------------------------------------------------------
+
+
+async def test_publisher_never_waits_for_a_stalled_listener() -> None:
+    ch = SSEChannel("c", capacity=16)
+    stalled = ch.listen()  # never reads
+    with anyio.fail_after(WAIT):
+        for i in range(10_000):
+            await ch.broadcast(str(i))
+    assert ch.stats().retained == 16
+    assert len(ch._ring) == 16  # memory stays bounded whatever the listener does
+    await stalled.aclose()
+
+
+async def test_lag_skip_signals_the_gap_and_resumes_at_the_oldest() -> None:
+    ch = SSEChannel("c", capacity=4)
+    listener = ch.listen()
+    for i in range(10):
+        await ch.broadcast(str(i))
+    events = await collect(listener, 5)
+    assert events[0].event == LAGGED_EVENT
+    assert events[0].data == {"missed": 6}
+    assert [e.data for e in events[1:]] == ["6", "7", "8", "9"]
+    assert listener.dropped == 6 and listener.lagged == 1
+    stats = ch.stats()
+    assert (stats.dropped, stats.lagged) == (6, 1)
+    await listener.aclose()
+
+
+async def test_lag_skip_through_next_frames() -> None:
+    ch = SSEChannel("c", capacity=2)
+    listener = ch.listen()
+    for i in range(5):
+        await ch.broadcast(str(i))
+    parsed = parse(await listener.next_frames())
+    assert [(e.event, e.data) for e in parsed.events] == [
+        (LAGGED_EVENT, '{"missed":3}'),
+        ("message", "3"),
+        ("message", "4"),
+    ]
+    await listener.aclose()
+
+
+async def test_lag_close_ends_the_stream(no_gc: None) -> None:
+    ch = SSEChannel("c", capacity=4, lag_policy="close")
+    listener = ch.listen()
+    for i in range(10):
+        await ch.broadcast(str(i))
+    with pytest.raises(StopAsyncIteration):
+        await listener.__anext__()
+    assert ch.subscriber_count == 0
+    assert ch.stats().dropped == 6
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+
+
+async def test_idle_listeners_all_get_heartbeats() -> None:
+    ch = SSEChannel("c")
+    listeners = [ch.listen(heartbeat_interval=0.02) for _ in range(3)]
+    for listener in listeners:
+        assert await collect(listener, 2) == [HEARTBEAT, HEARTBEAT]
+    for listener in listeners:
+        await listener.aclose()
+
+
+async def test_heartbeats_go_on_when_the_timing_listener_leaves() -> None:
+    ch = SSEChannel("c")
+    first = ch.listen(heartbeat_interval=0.02)
+    second = ch.listen(heartbeat_interval=0.02)
+    received: list[ServerSentEvent] = []
+
+    async def read_second() -> None:
+        async for event in second:
+            received.append(event)
+            if len(received) == 3:
+                return
+
+    async with anyio.create_task_group() as tg:
+        with anyio.move_on_after(0.01):
+            await first.__anext__()  # `first` times the channel, then is cancelled
+        tg.start_soon(read_second)
+    assert received == [HEARTBEAT] * 3
+    await first.aclose()
+
+
+async def test_no_heartbeat_while_events_flow() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen(heartbeat_interval=0.5)
+    got: list[ServerSentEvent] = []
+
+    async def read() -> None:
+        async for event in listener:
+            got.append(event)
+            if len(got) == 20:
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        for i in range(20):
+            await ch.broadcast(str(i))
+            await anyio.sleep(0.01)
+    assert HEARTBEAT not in got
+    await listener.aclose()
+
+
+def test_listen_validates_heartbeat() -> None:
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        SSEChannel("c").listen(heartbeat_interval=0)
+
+
+# -- closing -------------------------------------------------------------------------------
+
+
+async def test_close_drains_then_ends_listeners_and_refuses_publishes() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen()
+    await ch.broadcast("last words")
+    await ch.close()
+    assert [e.data async for e in listener] == ["last words"]
+    assert ch.subscriber_count == 0
+    with pytest.raises(ChannelClosed):
+        await ch.broadcast("too late")
+    assert await ch.cleanup() == 0
+
+
+async def test_close_wakes_waiting_listeners() -> None:
+    ch = SSEChannel("c")
+    ended = anyio.Event()
+
+    async def consume() -> None:
+        async for _ in ch.listen():
+            pass
+        ended.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        await ch.close()
+        with anyio.fail_after(WAIT):
+            await ended.wait()
+
+
+# -- publishing from sync code and other threads -------------------------------------------
+
+
+async def test_broadcast_nowait_from_sync_code() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen()
+
+    def sync_callback() -> ServerSentEvent:
+        return ch.broadcast_nowait({"event": "sync", "data": 1})
+
+    stored = sync_callback()
+    assert (await listener.__anext__()) == stored
+    await listener.aclose()
+
+
+async def test_broadcast_from_worker_and_foreign_threads() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen()
+    await ch.broadcast("from the loop")  # the channel learns its event loop
+
+    from_worker = await anyio.to_thread.run_sync(ch.broadcast_from_thread, "from a worker")
+    results: list[ServerSentEvent] = []
+    thread = threading.Thread(target=lambda: results.append(ch.broadcast_from_thread("plain")))
+    thread.start()
+    events = await collect(listener, 3)
+    await anyio.to_thread.run_sync(thread.join, WAIT)
+    assert [e.data for e in events] == ["from the loop", "from a worker", "plain"]
+    assert events[1] == from_worker and events[2] == results[0]
+    await listener.aclose()
+
+
+async def test_broadcast_from_thread_validates_in_the_calling_thread() -> None:
+    ch = SSEChannel("c")
+    await ch.broadcast("x")
+    with pytest.raises(ValueError, match="id"):
+        await anyio.to_thread.run_sync(
+            lambda: ch.broadcast_from_thread({"data": "x", "id": "a\nb"})
+        )
+
+
+# -- scale ---------------------------------------------------------------------------------
+
+
+async def test_ten_thousand_listeners_receive_every_event_in_order() -> None:
+    ch = SSEChannel("big")
+    n_listeners, n_events = 10_000, 5
+    complete = 0
+    all_done = anyio.Event()
+
+    async def consume(listener: Any) -> None:
+        nonlocal complete
+        seen = []
+        async for event in listener:
+            seen.append(event.data)
+            if len(seen) == n_events:
+                break
+        assert seen == [str(i) for i in range(n_events)]
+        complete += 1
+        if complete == n_listeners:
+            all_done.set()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(n_listeners):
+                tg.start_soon(consume, ch.listen())
+            await wait_until(lambda: ch.subscriber_count == n_listeners, 30)
+            for i in range(n_events):
+                await ch.broadcast(str(i))
+                await anyio.sleep(0)
+            await all_done.wait()
+    assert complete == n_listeners
+    assert ch.subscriber_count == 0
