@@ -1,0 +1,198 @@
+"""ChannelManager and the process-wide sse_manager."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from sse_toolkit import ChannelManager, SSEChannel, TooManyChannels, sse_manager
+from sse_toolkit.backends import Backend, MemoryBackend
+from sse_toolkit.frames import ServerSentEvent
+
+from .asgi import WAIT
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_get_or_create_get_list_remove() -> None:
+    manager = ChannelManager()
+    chat = await manager.get_or_create("chat")
+    assert isinstance(chat, SSEChannel)
+    assert await manager.get_or_create("chat") is chat
+    assert await manager.get("chat") is chat
+    assert await manager.get("nope") is None
+    await manager.get_or_create("news")
+    assert sorted(await manager.list_channels()) == ["chat", "news"]
+    assert await manager.remove("chat") is True
+    assert await manager.remove("chat") is False
+    assert chat.closed
+    assert await manager.list_channels() == ["news"]
+
+
+async def test_sse_manager_is_a_process_wide_manager() -> None:
+    channel = await sse_manager.get_or_create("test-manager-global")
+    assert await sse_manager.get("test-manager-global") is channel
+    await sse_manager.remove("test-manager-global")
+
+
+async def test_channel_options_reach_every_channel_and_are_validated() -> None:
+    manager = ChannelManager(capacity=8, lag_policy="close")
+    channel = await manager.get_or_create("c")
+    assert (channel.capacity, channel.lag_policy) == (8, "close")
+    with pytest.raises(TypeError, match="colour"):
+        ChannelManager(colour="red")
+    with pytest.raises(ValueError, match="capacity"):
+        ChannelManager(capacity=-1)
+    with pytest.raises(ValueError, match="max_channels"):
+        ChannelManager(max_channels=0)
+
+
+async def test_remove_and_close_end_listeners_cleanly() -> None:
+    manager = ChannelManager()
+    ended: list[str] = []
+
+    async def consume(name: str) -> None:
+        channel = await manager.get_or_create(name)
+        async for _ in channel.listen():
+            pass
+        ended.append(name)
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            for name in ("a", "b", "c"):
+                tg.start_soon(consume, name)
+            while manager.stats()["subscribers"] < 3:
+                await anyio.sleep(0.001)
+            await manager.remove("a")
+            while ended != ["a"]:
+                await anyio.sleep(0.001)
+            await manager.close()
+    assert sorted(ended) == ["a", "b", "c"]
+    with pytest.raises(RuntimeError, match="closed"):
+        await manager.get_or_create("d")
+
+
+async def test_max_channels_is_a_clear_error_when_none_is_idle() -> None:
+    manager = ChannelManager(max_channels=2)
+    listeners = [(await manager.get_or_create(name)).listen() for name in ("a", "b")]
+    with pytest.raises(TooManyChannels, match="max_channels"):
+        await manager.get_or_create("c")
+    await listeners[0].aclose()  # "a" is now idle and never published: evicted
+    assert await manager.get_or_create("c") is not None
+    assert sorted(await manager.list_channels()) == ["b", "c"]
+    await listeners[1].aclose()
+
+
+async def test_channel_nobody_wrote_to_goes_when_its_last_listener_leaves() -> None:
+    manager = ChannelManager()
+    channel = await manager.get_or_create("user-42")
+    listener = channel.listen()
+    assert await manager.list_channels() == ["user-42"]
+    await listener.aclose()
+    assert await manager.list_channels() == []
+
+
+async def test_channel_with_history_stays_for_its_retention() -> None:
+    manager = ChannelManager(retention=3600)
+    channel = await manager.get_or_create("room")
+    await channel.broadcast("worth replaying")
+    listener = channel.listen()
+    await listener.aclose()
+    assert await manager.list_channels() == ["room"]
+
+
+async def test_idle_channels_past_retention_make_room() -> None:
+    manager = ChannelManager(max_channels=3, retention=0)
+    for name in ("a", "b", "c"):
+        await (await manager.get_or_create(name)).broadcast("x")
+    await manager.get_or_create("d")  # full: the sweep evicts the idle ones
+    assert await manager.list_channels() == ["d"]
+
+
+async def test_an_evicted_channel_still_referenced_comes_back() -> None:
+    manager = ChannelManager()
+    progress = await manager.get_or_create("tasks")  # held, like a module-level channel
+    progress.listen().close()  # a subscriber came and went: "tasks" was evicted
+    assert await manager.get("tasks") is None
+    await progress.broadcast("50%")  # using the old object re-adopts it
+    assert await manager.get("tasks") is progress
+    listener = progress.listen(last_event_id=None)
+    await progress.broadcast("60%")
+    assert (await listener.__anext__()).data == "60%"
+    await listener.aclose()
+
+
+async def test_an_evicted_channel_forwards_to_its_successor() -> None:
+    manager = ChannelManager()
+    old = await manager.get_or_create("tasks")
+    old.listen().close()
+    new = await manager.get_or_create("tasks")
+    assert new is not old
+    listener = new.listen()
+    stored = await old.broadcast("via the stale reference")
+    assert (await listener.__anext__()) == stored
+    old_listener = old.listen()  # subscribing through the stale object joins the new one
+    assert new.subscriber_count == 2
+    await old_listener.aclose()
+    await listener.aclose()
+
+
+async def test_stats_per_channel_and_in_total() -> None:
+    manager = ChannelManager(capacity=2)
+    a = await manager.get_or_create("a")
+    lagging = a.listen()
+    for i in range(5):
+        await a.broadcast(str(i))
+    await lagging.__anext__()  # the lag notice
+    stats = manager.stats()
+    assert stats["channels"] == 1
+    assert stats["subscribers"] == 1
+    assert stats["published"] == 5
+    assert stats["dropped"] == 3
+    assert stats["per_channel"]["a"]["lagged"] == 1
+    assert manager.channel_stats("a") == a.stats()
+    assert manager.channel_stats("zzz") is None
+    await lagging.aclose()
+
+
+class RecordingBackend(Backend):
+    """A custom backend: the manager routes publishes and channel lifecycles through it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def publish(self, channel: SSEChannel, event: ServerSentEvent) -> ServerSentEvent:
+        self.calls.append(("publish", event.data))
+        return channel._store(event)
+
+    async def attach(self, channel: SSEChannel) -> None:
+        self.calls.append(("attach", channel.name))
+
+    async def detach(self, channel: SSEChannel) -> None:
+        self.calls.append(("detach", channel.name))
+
+    async def close(self) -> None:
+        self.calls.append(("close", None))
+
+
+async def test_publishes_go_through_the_backend() -> None:
+    backend = RecordingBackend()
+    manager = ChannelManager(backend=backend)
+    channel = await manager.get_or_create("c")
+    stored = await channel.broadcast("hi")
+    assert stored.id and stored.data == "hi"
+    with pytest.raises(RuntimeError, match="broadcast_nowait"):
+        channel.broadcast_nowait("sync")
+    await manager.close()
+    assert backend.calls == [
+        ("attach", "c"),
+        ("publish", "hi"),
+        ("detach", "c"),
+        ("close", None),
+    ]
+
+
+def test_memory_backend_is_the_default() -> None:
+    assert isinstance(ChannelManager().backend, MemoryBackend)
