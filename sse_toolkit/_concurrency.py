@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -38,9 +39,7 @@ async def aclose_quietly(iterator: object) -> None:
             return
         close = getattr(iterator, "close", None)
         if close is not None:
-            try:
+            # A sync generator still running in an abandoned worker thread cannot be closed
+            # from here (ValueError); it ends when its thread returns.
+            with contextlib.suppress(ValueError):
                 close()
-            except ValueError:
-                # A sync generator still running in an abandoned worker thread cannot be
-                # closed from here; it ends when its thread returns.
-                pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -27,6 +28,7 @@ from .frames import HEARTBEAT, ServerSentEvent, as_event
 
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .manager import ChannelManager
 
 __all__ = [
     "LAGGED_EVENT",
@@ -129,8 +131,8 @@ class SSEChannel:
         self._resets = 0
         # Set by a manager: called when the last listener leaves; and, once the manager
         # evicted this channel, the manager to rejoin if this object is used again.
-        self._on_idle: Any = None
-        self._evicted_from: Any = None
+        self._on_idle: Callable[[SSEChannel], None] | None = None
+        self._evicted_from: ChannelManager | None = None
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -307,7 +309,8 @@ class SSEChannel:
         return clock
 
     def __repr__(self) -> str:
-        return f"<SSEChannel {self.name!r} subscribers={self._subscribers} published={self._published}>"
+        counts = f"subscribers={self._subscribers} published={self._published}"
+        return f"<SSEChannel {self.name!r} {counts}>"
 
 
 class _Listener:
@@ -484,4 +487,3 @@ class _Listener:
     def __del__(self) -> None:
         if getattr(self, "_registered", False):
             self._release()
-

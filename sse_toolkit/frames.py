@@ -37,6 +37,7 @@ def json_compact(value: Any) -> str:
 
 def _lines(prefix: str, value: str) -> str:
     """``prefix`` + each line of ``value`` + LF, splitting on CRLF, CR and LF alone."""
+    value = str.__str__(value)  # a str subclass's __str__/__format__ must not change the bytes
     if "\r" in value:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
     if "\n" not in value:
@@ -49,6 +50,7 @@ def _lines(prefix: str, value: str) -> str:
 def _single_line(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{field} must be a str, not {type(value).__name__}")
+    value = str.__str__(value)  # a str subclass's __str__/__format__ must not change the bytes
     if "\n" in value or "\r" in value:
         raise ValueError(f"{field} must not contain CR or LF (it would start a new field): {value!r}")
     return value
@@ -64,7 +66,12 @@ def _data_text(data: Any, json_dumps: JSONDumps | None) -> str:
     except (TypeError, OverflowError) as exc:
         raise TypeError(f"data is not JSON serialisable ({type(data).__name__}): {exc}") from exc
     if isinstance(text, bytes):  # orjson and friends return bytes
-        return text.decode("utf-8")
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"data was serialised to bytes that are not UTF-8: {exc}") from None
+    if not isinstance(text, str):
+        raise TypeError(f"data was serialised to {type(text).__name__}, not str or bytes")
     return text
 
 
@@ -79,7 +86,8 @@ def _encode(
     parts: list[str] = []
     # The id line comes first: a channel that assigns ids prefixes it to a stored frame.
     if id is not None:
-        if "\0" in _single_line("id", id):
+        id = _single_line("id", id)
+        if "\0" in id:
             raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
         parts.append(f"id: {id}\n" if id else "id:\n")
     if comment is not None:
@@ -137,7 +145,7 @@ def encode(
 class ServerSentEvent:
     """One immutable event; its frame is encoded (and validated) once, at construction."""
 
-    __slots__ = ("_encoded", "comment", "data", "event", "id", "retry")
+    __slots__ = ("_encoded", "_json_dumps", "comment", "data", "event", "id", "retry")
 
     data: Any
     event: str | None
@@ -145,6 +153,7 @@ class ServerSentEvent:
     retry: int | None
     comment: str | None
     _encoded: bytes
+    _json_dumps: JSONDumps | None
 
     def __init__(
         self,
@@ -164,6 +173,7 @@ class ServerSentEvent:
         setter(self, "retry", retry)
         setter(self, "comment", comment)
         setter(self, "_encoded", encoded)
+        setter(self, "_json_dumps", json_dumps)
 
     @classmethod
     def _from_encoded(
@@ -185,6 +195,7 @@ class ServerSentEvent:
         setter(self, "retry", retry)
         setter(self, "comment", comment)
         setter(self, "_encoded", encoded)
+        setter(self, "_json_dumps", None)
         return self
 
     def encode(self) -> bytes:
@@ -199,8 +210,9 @@ class ServerSentEvent:
             "id": self.id,
             "retry": self.retry,
             "comment": self.comment,
+            "json_dumps": self._json_dumps,
         }
-        unknown = set(changes) - set(fields) - {"json_dumps"}
+        unknown = set(changes) - set(fields)
         if unknown:
             raise TypeError(f"unknown ServerSentEvent field(s): {', '.join(sorted(unknown))}")
         fields.update(changes)
@@ -226,13 +238,23 @@ class ServerSentEvent:
         return f"ServerSentEvent({shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.data, self.event, self.id, self.retry, self.comment))
+        # The frame travels as is: re-encoding would lose a custom json_dumps (often not
+        # picklable itself, so it is not kept: replace() on the copy uses the default).
+        fields = (self.data, self.event, self.id, self.retry, self.comment)
+        return (_rebuild, (self._encoded, *fields))
 
 
 def _rebuild(
-    data: Any, event: str | None, id: str | None, retry: int | None, comment: str | None
+    encoded: bytes,
+    data: Any,
+    event: str | None,
+    id: str | None,
+    retry: int | None,
+    comment: str | None,
 ) -> ServerSentEvent:
-    return ServerSentEvent(data, event=event, id=id, retry=retry, comment=comment)
+    return ServerSentEvent._from_encoded(
+        encoded, data, event=event, id=id, retry=retry, comment=comment
+    )
 
 
 #: The idle keep-alive frame, exactly ``: heartbeat\n\n``.
@@ -263,11 +285,10 @@ def as_event(message: object) -> ServerSentEvent:
 
 def frame_bytes(item: object) -> bytes:
     """The bytes to write for one streamed item; ``bytes`` are taken as already encoded."""
-    kind = type(item)
-    if kind is ServerSentEvent:
-        return item._encoded  # type: ignore[attr-defined]
-    if kind is bytes:
-        return item  # type: ignore[return-value]
+    if isinstance(item, ServerSentEvent):
+        return item._encoded
+    if type(item) is bytes:
+        return item
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
     return as_event(item)._encoded

@@ -36,7 +36,15 @@ DisconnectHook = Callable[[], Awaitable[None] | None]
 # Headers that only make sense hop by hop: HTTP/2 and HTTP/3 forbid them outright, and
 # ASGI servers manage framing themselves.
 _HOP_BY_HOP: Final = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+    }
 )
 _DEFAULT_HEADERS: Final = {
     "content-type": "text/event-stream; charset=utf-8",
@@ -48,7 +56,10 @@ _FINAL_SEND_TIMEOUT: Final = 5.0
 _DONE: Final = object()
 
 
-def _header_list(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> list[tuple[bytes, bytes]]:
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def _header_list(headers: Headers | None) -> list[tuple[bytes, bytes]]:
     merged = dict(_DEFAULT_HEADERS)
     items = headers.items() if isinstance(headers, Mapping) else (headers or ())
     for name, value in items:
@@ -77,7 +88,7 @@ class EventStreamResponse:
         content: Content,
         *,
         status_code: int = 200,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        headers: Headers | None = None,
         heartbeat_interval: float | None = 15.0,
         send_timeout: float | None = None,
         retry: int | None = None,
@@ -316,7 +327,7 @@ def _iterate(content: Content) -> object:
     )
 
 
-_IN_MEMORY_ITERATORS: Final = (type(iter([])), type(iter(())))
+_IN_MEMORY_ITERATORS: Final[tuple[type, ...]] = (type(iter([])), type(iter(())))
 
 
 async def _next_in_thread(iterator: Any) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
@@ -130,7 +131,7 @@ async def test_listener_waits_for_live_events() -> None:
         await wait_until(lambda: ch.subscriber_count == 1)
         for i in range(3):
             await ch.broadcast(str(i))
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
     assert received == ["0", "1", "2"]
 
 
@@ -524,7 +525,7 @@ async def test_ten_thousand_listeners_receive_every_event_in_order() -> None:
             await wait_until(lambda: ch.subscriber_count == n_listeners, 30)
             for i in range(n_events):
                 await ch.broadcast(str(i))
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             await all_done.wait()
     assert complete == n_listeners
     assert ch.subscriber_count == 0
