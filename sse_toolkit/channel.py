@@ -47,7 +47,7 @@ goes on live: what it missed cannot be replayed, so the client should refetch it
 
 LAGGED_EVENT: Final = "sse.lagged"
 """Sent to a listener that fell behind the ring (``lag_policy="skip"``), with
-``{"missed": n}``: that many events were dropped for it and it resumes at the oldest one
+``{"channel": name, "missed": n}``: that many events were dropped for it and it resumes at the oldest one
 still retained."""
 
 DEFAULT_CAPACITY: Final = 1024
@@ -120,6 +120,7 @@ class SSEChannel:
         # mistaken for a new event with the same number.
         self._epoch = str(int(time.time() * 1000))
         self._wakeup: anyio.Event | None = None  # created by the first waiter, set by a publish
+        self._linked: set[anyio.Event] = set()  # waits spanning several channels (merge.py)
         self._clocks: dict[float, _HeartbeatClock] = {}
         self._last_publish = -math.inf
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -210,16 +211,26 @@ class SSEChannel:
         if wakeup is not None:
             self._wakeup = None
             wakeup.set()
+        if self._linked:
+            for linked in self._linked:
+                linked.set()
+            self._linked.clear()
 
     # -- subscribing -----------------------------------------------------------------------
 
     def listen(
-        self, *, heartbeat_interval: float | None = None, last_event_id: str | None = None
+        self,
+        *,
+        heartbeat_interval: float | None = None,
+        last_event_id: str | None = None,
+        from_oldest: bool = False,
     ) -> _Listener:
         """Subscribe: an async iterator of `ServerSentEvent`s, from now on.
 
         With ``last_event_id``, first replays the retained events after it (or sends a
-        `RESET_EVENT` if it cannot). With ``heartbeat_interval``, yields the comment frame
+        `RESET_EVENT` if it cannot); with ``from_oldest``, replays every retained event
+        (for a client that subscribed before the channel's first event). With
+        ``heartbeat_interval``, yields the comment frame
         `HEARTBEAT` whenever the channel was idle that long. The subscription is counted
         from this call until the iterator ends, is closed, or is cancelled while waiting.
         """
@@ -229,10 +240,14 @@ class SSEChannel:
             successor = self._evicted_from._readopt(self)
             if successor is not self:
                 return successor.listen(
-                    heartbeat_interval=heartbeat_interval, last_event_id=last_event_id
+                    heartbeat_interval=heartbeat_interval,
+                    last_event_id=last_event_id,
+                    from_oldest=from_oldest,
                 )
         listener = _Listener(self)
-        if last_event_id is not None:
+        if from_oldest:
+            listener._next = max(1, self._seq - self.capacity + 1)
+        elif last_event_id is not None:
             start = self._ids.get(last_event_id)
             if start is None:
                 self._resets += 1
@@ -399,7 +414,11 @@ class _Listener:
         if self._pending_reset is not None:
             last_event_id, self._pending_reset = self._pending_reset, None
             return ServerSentEvent(
-                {"reason": "unknown-last-event-id", "last_event_id": last_event_id},
+                {
+                    "channel": channel.name,
+                    "reason": "unknown-last-event-id",
+                    "last_event_id": last_event_id,
+                },
                 event=RESET_EVENT,
             )
         oldest = channel._seq - channel.capacity + 1
@@ -413,7 +432,7 @@ class _Listener:
             if channel.lag_policy == "close":
                 self._finish()
                 raise StopAsyncIteration
-            return ServerSentEvent({"missed": missed}, event=LAGGED_EVENT)
+            return ServerSentEvent({"channel": channel.name, "missed": missed}, event=LAGGED_EVENT)
         if self._done or (channel._closed and self._next > channel._seq):
             self._finish()
             raise StopAsyncIteration

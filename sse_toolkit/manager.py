@@ -56,7 +56,6 @@ class ChannelManager:
         self._channel_options = channel_options
         self._channels: dict[str, SSEChannel] = {}
         self._created_since_sweep = 0
-        self._closed = False
 
     async def get_or_create(self, name: str) -> SSEChannel:
         """The channel called ``name``, created if it does not exist yet."""
@@ -86,8 +85,11 @@ class ChannelManager:
         return True
 
     async def close(self) -> None:
-        """Close every channel and the backend. The manager refuses new channels after."""
-        self._closed = True
+        """Close every channel (their listeners' streams end) and the backend.
+
+        The manager is empty afterwards, not dead: a later `get_or_create` starts afresh
+        (and a shared backend reconnects), as when a server restarts in the same process.
+        """
         for name in list(self._channels):
             await self.remove(name)
         await self.backend.close()
@@ -114,8 +116,6 @@ class ChannelManager:
     # -- lifecycle of channels -------------------------------------------------------------
 
     async def _create(self, name: str) -> SSEChannel:
-        if self._closed:
-            raise RuntimeError("the channel manager is closed")
         self._created_since_sweep += 1
         if len(self._channels) >= self.max_channels or self._created_since_sweep >= _SWEEP_EVERY:
             self._sweep()

@@ -278,6 +278,20 @@ async def test_replay_after_last_event_id_then_live_without_gap_or_duplicate() -
     await listener.aclose()
 
 
+async def test_from_oldest_replays_everything_retained() -> None:
+    ch = SSEChannel("c", capacity=3)
+    for i in range(5):
+        await ch.broadcast(str(i))
+    listener = ch.listen(from_oldest=True)
+    assert [e.data for e in await collect(listener, 3)] == ["2", "3", "4"]
+    empty = SSEChannel("e")
+    early = empty.listen(from_oldest=True)
+    await empty.broadcast("first")
+    assert (await early.__anext__()).data == "first"
+    await listener.aclose()
+    await early.aclose()
+
+
 async def test_replay_of_the_newest_id_is_just_live() -> None:
     ch = SSEChannel("c")
     last = await ch.broadcast("x")
@@ -307,7 +321,11 @@ async def test_unreplayable_id_gets_a_reset_then_live(reason: str) -> None:
     await ch.broadcast("live")
     reset, live = await collect(listener, 2)
     assert reset.event == RESET_EVENT
-    assert reset.data == {"reason": "unknown-last-event-id", "last_event_id": last_id}
+    assert reset.data == {
+        "channel": "c",
+        "reason": "unknown-last-event-id",
+        "last_event_id": last_id,
+    }
     assert reset.id is None  # the client's Last-Event-ID is not overwritten
     assert live.data == "live"
     assert ch.stats().resets == 1
@@ -335,7 +353,7 @@ async def test_lag_skip_signals_the_gap_and_resumes_at_the_oldest() -> None:
         await ch.broadcast(str(i))
     events = await collect(listener, 5)
     assert events[0].event == LAGGED_EVENT
-    assert events[0].data == {"missed": 6}
+    assert events[0].data == {"channel": "c", "missed": 6}
     assert [e.data for e in events[1:]] == ["6", "7", "8", "9"]
     assert listener.dropped == 6 and listener.lagged == 1
     stats = ch.stats()
@@ -350,7 +368,7 @@ async def test_lag_skip_through_next_frames() -> None:
         await ch.broadcast(str(i))
     parsed = parse(await listener.next_frames())
     assert [(e.event, e.data) for e in parsed.events] == [
-        (LAGGED_EVENT, '{"missed":3}'),
+        (LAGGED_EVENT, '{"channel":"c","missed":3}'),
         ("message", "3"),
         ("message", "4"),
     ]

@@ -70,8 +70,9 @@ async def test_remove_and_close_end_listeners_cleanly() -> None:
                 await anyio.sleep(0.001)
             await manager.close()
     assert sorted(ended) == ["a", "b", "c"]
-    with pytest.raises(RuntimeError, match="closed"):
-        await manager.get_or_create("d")
+    assert await manager.list_channels() == []
+    fresh = await manager.get_or_create("a")  # usable again, as after a restart
+    assert not fresh.closed
 
 
 async def test_max_channels_is_a_clear_error_when_none_is_idle() -> None:
