@@ -52,7 +52,7 @@ def _single_line(field: str, value: object) -> str:
         raise TypeError(f"{field} must be a str, not {type(value).__name__}")
     value = str.__str__(value)  # a str subclass's __str__/__format__ must not change the bytes
     if "\n" in value or "\r" in value:
-        raise ValueError(f"{field} must not contain CR or LF (it would start a new field): {value!r}")
+        raise ValueError(f"{field} must not contain CR or LF (it would start a field): {value!r}")
     return value
 
 
