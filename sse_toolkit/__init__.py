@@ -4,24 +4,34 @@ The public names live here; the modules behind them (``frames``, ``response``,
 ``channel``, ``manager``, ``backends``) hold one concept each.
 """
 
+from .app import SSEApp
+from .backends import BackendUnavailable
 from .channel import LAGGED_EVENT, RESET_EVENT, ChannelClosed, ChannelStats, SSEChannel
 from .frames import HEARTBEAT, ServerSentEvent, encode
 from .manager import ChannelManager, TooManyChannels, sse_manager
+from .merge import MergedListener
 from .response import EventStreamResponse
+from .tokens import InvalidToken, create_token, verify_token
 
 __all__ = [
     "HEARTBEAT",
     "LAGGED_EVENT",
     "RESET_EVENT",
+    "BackendUnavailable",
     "ChannelClosed",
     "ChannelManager",
     "ChannelStats",
     "EventStreamResponse",
+    "InvalidToken",
+    "MergedListener",
+    "SSEApp",
     "SSEChannel",
     "ServerSentEvent",
     "TooManyChannels",
+    "create_token",
     "encode",
     "sse_manager",
+    "verify_token",
 ]
 
 __version__ = "0.1.0"

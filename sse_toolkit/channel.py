@@ -47,8 +47,8 @@ goes on live: what it missed cannot be replayed, so the client should refetch it
 
 LAGGED_EVENT: Final = "sse.lagged"
 """Sent to a listener that fell behind the ring (``lag_policy="skip"``), with
-``{"channel": name, "missed": n}``: that many events were dropped for it and it resumes at the oldest one
-still retained."""
+``{"channel": name, "missed": n}``: that many events were dropped for it and it resumes at
+the oldest one still retained."""
 
 DEFAULT_CAPACITY: Final = 1024
 _MAX_BATCH_BYTES: Final = 256 * 1024  # one body message at most, so one wake-up stays short
@@ -388,25 +388,35 @@ class _Listener:
     async def next_frames(self) -> bytes:
         """Every frame ready now, as one bytes object (waiting for at least one)."""
         while True:
-            notice = self._notice()
-            parts = [notice.encode()] if notice is not None else []
-            channel = self._channel
-            end = channel._seq
-            seq = self._next
-            if seq <= end:
-                ring, capacity = channel._ring, channel.capacity
-                size = 0
-                while seq <= end and size < _MAX_BATCH_BYTES:
-                    frame = ring[seq % capacity]._encoded  # type: ignore[union-attr]
-                    parts.append(frame)
-                    size += len(frame)
-                    seq += 1
-                self._next = seq
-            if parts:
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+            events = self._take_ready()
+            if events:
+                if len(events) == 1:
+                    return events[0]._encoded
+                return b"".join([event._encoded for event in events])
             if self._heartbeat_due():
                 return _HEARTBEAT_FRAME
             await self._wait()
+
+    def _take_ready(self) -> list[ServerSentEvent]:
+        """The events ready now, notices first, without waiting (about 256 KiB at most).
+
+        Raises StopAsyncIteration once the listener is finished.
+        """
+        notice = self._notice()
+        events = [notice] if notice is not None else []
+        channel = self._channel
+        end = channel._seq
+        seq = self._next
+        if seq <= end:
+            ring, capacity = channel._ring, channel.capacity
+            size = 0
+            while seq <= end and size < _MAX_BATCH_BYTES:
+                event: ServerSentEvent = ring[seq % capacity]  # type: ignore[assignment]
+                events.append(event)
+                size += len(event._encoded)
+                seq += 1
+            self._next = seq
+        return events
 
     def _notice(self) -> ServerSentEvent | None:
         """A reset or lag notice owed to this listener; raises StopAsyncIteration at the end."""

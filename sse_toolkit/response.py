@@ -79,6 +79,16 @@ class EventStreamResponse:
     fields), ``str`` (a data-only event) or ``bytes`` (frames already encoded). Sync
     iterables other than lists and tuples run in a worker thread, so a blocking generator
     never stalls the event loop.
+
+    - ``heartbeat_interval``: send ``: heartbeat`` after that many idle seconds (None: off).
+    - ``send_timeout``: drop a client whose ``send`` has not returned for that long (it
+      stopped reading); checked by a watchdog, within about 1.5 x the timeout.
+    - ``retry``: an initial ``retry:`` frame (milliseconds) for the browser's reconnects.
+    - ``on_disconnect``: called (sync or async) when the client leaves or is dropped.
+    - ``max_buffer_bytes``: how far a plain iterable may be read ahead of a slow client;
+      at most about twice this is held (one batch being sent, one filling).
+    - ``max_duration``: end the body cleanly after that many seconds (e.g. when the
+      client's token expires); EventSource then reconnects.
     """
 
     media_type = "text/event-stream"
@@ -94,6 +104,7 @@ class EventStreamResponse:
         retry: int | None = None,
         on_disconnect: DisconnectHook | None = None,
         max_buffer_bytes: int = 1 << 20,
+        max_duration: float | None = None,
     ) -> None:
         if heartbeat_interval is not None and not heartbeat_interval > 0:
             raise ValueError(f"heartbeat_interval must be > 0 or None, not {heartbeat_interval!r}")
@@ -101,6 +112,8 @@ class EventStreamResponse:
             raise ValueError(f"send_timeout must be > 0 or None, not {send_timeout!r}")
         if max_buffer_bytes < 1:
             raise ValueError("max_buffer_bytes must be >= 1")
+        if max_duration is not None and not max_duration >= 0:
+            raise ValueError(f"max_duration must be >= 0 or None, not {max_duration!r}")
         self.content = content
         self.status_code = status_code
         self.raw_headers = _header_list(headers)
@@ -109,6 +122,7 @@ class EventStreamResponse:
         self.retry_frame = encode(retry=retry) if retry is not None else None
         self.on_disconnect = on_disconnect
         self.max_buffer_bytes = max_buffer_bytes
+        self.max_duration = max_duration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,8 +172,10 @@ class _Stream:
             async with anyio.create_task_group() as tg:
                 self.cancel_scope = tg.cancel_scope
                 tg.start_soon(self._watch_disconnect)
-                if response.send_timeout is not None or (
-                    response.heartbeat_interval is not None and not batches
+                if (
+                    response.send_timeout is not None
+                    or response.max_duration is not None
+                    or (response.heartbeat_interval is not None and not batches)
                 ):
                     tg.start_soon(self._watchdog, not batches)
                 try:
@@ -292,25 +308,34 @@ class _Stream:
         self._drop()
 
     async def _watchdog(self, heartbeats: bool) -> None:
+        """Sleep until the next deadline: heartbeat, send timeout, or end of the stream."""
         interval = self.response.heartbeat_interval if heartbeats else None
         timeout = self.response.send_timeout
+        max_duration = self.response.max_duration
+        end_at = math.inf if max_duration is None else time.monotonic() + max_duration
         while True:
             now = time.monotonic()
-            wake_at = math.inf
+            if now >= end_at:
+                # Time is up (an expiring token, say): end the body cleanly, not as a drop.
+                if self.cancel_scope is not None:
+                    self.cancel_scope.cancel()
+                return
+            wake_at = end_at
+            sending_since = self.send_started
             if timeout is not None:
-                started = self.send_started
-                if started is None:
-                    wake_at = now + timeout / 2  # look again: a send may start meanwhile
-                elif now - started >= timeout:
+                if sending_since is None:
+                    wake_at = min(wake_at, now + timeout / 2)  # a send may start meanwhile
+                elif now - sending_since >= timeout:
                     self._drop()  # the client stopped reading
                     return
                 else:
-                    wake_at = started + timeout
+                    wake_at = min(wake_at, sending_since + timeout)
             if interval is not None:
                 due = self.last_activity + interval
-                if now >= due and self.send_started is None:
-                    self.heartbeat_due = True
-                    self._wake_sender()
+                if now >= due:
+                    if sending_since is None:  # a send in flight is not idleness
+                        self.heartbeat_due = True
+                        self._wake_sender()
                     due = now + interval
                 wake_at = min(wake_at, due)
             await anyio.sleep(max(wake_at - now, 0.001))

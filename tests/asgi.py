@@ -17,17 +17,27 @@ WAIT = 5.0  # bounded wait for any condition in these tests
 
 
 class Client:
-    def __init__(self, *, method: str = "GET", path: str = "/", headers: Any = ()) -> None:
+    def __init__(
+        self,
+        *,
+        method: str = "GET",
+        path: str = "/",
+        headers: Any = (),
+        query: str = "",
+        body: bytes = b"",
+        root_path: str = "",
+        chunk_size: int | None = None,
+    ) -> None:
         self.scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
             "method": method,
             "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": b"",
+            "path": root_path + path,
+            "raw_path": (root_path + path).encode(),
+            "root_path": root_path,
+            "query_string": query.encode(),
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
             "client": ("127.0.0.1", 1234),
             "server": ("127.0.0.1", 80),
@@ -37,13 +47,14 @@ class Client:
         self.stall = False  # when set, send blocks until disconnect (a client not reading)
         self.broken = False  # when set, send raises OSError (a dead socket)
         self.broken_body = False  # the same, but only once the response has started
-        self._request_sent = False
+        size = chunk_size or max(len(body), 1)
+        self._chunks = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
         self._changed = anyio.Event()
 
     async def receive(self) -> Message:
-        if not self._request_sent:
-            self._request_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
+        if self._chunks:
+            chunk = self._chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(self._chunks)}
         await self.disconnect.wait()
         return {"type": "http.disconnect"}
 
@@ -79,6 +90,15 @@ class Client:
     def finished(self) -> bool:
         bodies = self.bodies
         return bool(bodies) and not bodies[-1].get("more_body", False)
+
+    @property
+    def status(self) -> int:
+        return int(self.start["status"])
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
 
     async def wait_for(self, predicate: Any, timeout: float = WAIT) -> None:
         with anyio.fail_after(timeout):

@@ -366,3 +366,16 @@ async def test_response_is_a_plain_asgi_callable_rejecting_websockets() -> None:
     client.scope["type"] = "websocket"
     with pytest.raises(TypeError, match="websocket"):
         await run(EventStreamResponse([]), client)
+
+
+async def test_max_duration_ends_the_body_cleanly() -> None:
+    source = Tracked(["a"], then_wait=True)
+    client = Client()
+    hook: list[bool] = []
+    response = EventStreamResponse(
+        source.gen(), max_duration=0.05, on_disconnect=lambda: hook.append(True)
+    )
+    await run(response, client)
+    assert client.finished  # a clean end of body, not a truncated stream
+    assert source.closed.is_set()
+    assert hook == []  # the client did not leave: the server ended it

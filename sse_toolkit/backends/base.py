@@ -10,6 +10,13 @@ if TYPE_CHECKING:
     from ..frames import ServerSentEvent
 
 
+class BackendUnavailable(ConnectionError):
+    """The backend cannot take a publish right now (its server is down or unreachable).
+
+    Nothing was stored: the caller may retry. `SSEApp` answers 503.
+    """
+
+
 class Backend(ABC):
     """Moves a channel's publishes (and, for shared backends, its history) between processes.
 

@@ -1,0 +1,441 @@
+"""SSEApp driven in-process: routing, publishing, errors, auth, CORS, limits, lifespan."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from asgi_lifespan import LifespanManager
+
+from sse_toolkit import ChannelManager, SSEApp, create_token
+from sse_toolkit.backends import Backend, BackendUnavailable
+from sse_toolkit.merge import decode_positions, encode_positions
+
+from .asgi import WAIT, Client
+from .sse_parser import parse
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "s3cret"
+
+
+async def call(app: SSEApp, client: Client) -> Client:
+    with anyio.fail_after(WAIT):
+        await app(client.scope, client.receive, client.send)
+    return client
+
+
+def publish_client(channel: str, payload: Any, **kwargs: Any) -> Client:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = kwargs.pop("headers", [("content-type", "application/json")])
+    return Client(method="POST", path=f"/{channel}", body=body, headers=headers, **kwargs)
+
+
+async def wait_subscribers(manager: ChannelManager, name: str, n: int) -> None:
+    with anyio.fail_after(WAIT):
+        while (channel := await manager.get(name)) is None or channel.subscriber_count < n:
+            await anyio.sleep(0.001)
+
+
+class Stream:
+    """A subscriber running in a task group, disconnected on exit."""
+
+    def __init__(self, app: SSEApp, client: Client) -> None:
+        self.app, self.client = app, client
+
+    async def __aenter__(self) -> Client:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self.app, self.client.scope, self.client.receive, self.client.send)
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.client.disconnect.set()
+        await self._tg.__aexit__(None, None, None)
+
+
+# -- subscribe and publish -----------------------------------------------------------------
+
+
+async def test_subscribe_then_publish_reaches_the_stream() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    async with Stream(app, Client(path="/news")) as sub:
+        await wait_subscribers(manager, "news", 1)
+        pub = await call(app, publish_client("news", {"data": {"x": 1}, "event": "update"}))
+        assert pub.status == 202
+        stored_id = pub.json()["id"]
+        assert pub.json()["channel"] == "news"
+        await sub.wait_for(lambda: b"update" in sub.body)
+    assert sub.headers["content-type"] == "text/event-stream; charset=utf-8"
+    (event,) = parse(sub.body).events
+    assert (event.event, event.data, event.last_event_id) == ("update", '{"x":1}', stored_id)
+
+
+async def test_mounted_under_a_prefix_routes_below_root_path() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True)
+    pub = await call(app, publish_client("room", {"data": "hi"}, root_path="/api/sse"))
+    assert pub.status == 202
+    assert await manager.get("room") is not None
+
+
+async def test_replay_with_last_event_id_header_and_query() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    ids = [(await call(app, publish_client("r", {"data": i}))).json()["id"] for i in range(5)]
+    for client in (
+        Client(path="/r", headers=[("last-event-id", ids[1])]),
+        Client(path="/r", query=f"last_event_id={ids[1]}"),
+    ):
+        async with Stream(app, client) as sub:
+            await sub.wait_for(lambda sub=sub: len(parse(sub.body).events) == 3)
+        assert [e.data for e in parse(client.body).events] == ["2", "3", "4"]
+
+
+async def test_head_answers_headers_only() -> None:
+    manager = ChannelManager()
+    client = await call(SSEApp(manager), Client(method="HEAD", path="/c"))
+    assert client.status == 200
+    assert client.headers["content-type"].startswith("text/event-stream")
+    assert client.body == b""
+    assert await manager.get("c") is None  # the listener left; the empty channel went too
+
+
+async def test_multi_channel_stream_with_composite_ids_replays_each_channel() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    await call(app, publish_client("a", {"data": "a0"}))  # before the stream: not sent
+    client = Client(path="/", query="channel=a&channel=b")
+    async with Stream(app, client) as sub:
+        await wait_subscribers(manager, "b", 1)
+        await call(app, publish_client("a", {"data": "a1"}))
+        await call(app, publish_client("b", {"data": "b1"}))
+        await sub.wait_for(lambda: len(parse(sub.body).events) == 2)
+    events = parse(client.body).events
+    assert [e.data for e in events] == ["a1", "b1"]
+    last = events[-1].last_event_id
+    positions = decode_positions(last)
+    assert positions is not None and set(positions) == {"a", "b"}
+
+    # missed while away: a2 and b2, then reconnect with the last composite id
+    await call(app, publish_client("b", {"data": "b2"}))
+    await call(app, publish_client("a", {"data": "a2"}))
+    again = Client(path="/", query="channel=a&channel=b", headers=[("last-event-id", last)])
+    async with Stream(app, again) as sub:
+        await sub.wait_for(lambda: len(parse(sub.body).events) == 2)
+    assert sorted(e.data for e in parse(again.body).events) == ["a2", "b2"]
+
+
+async def test_multi_channel_stream_replays_a_channel_that_was_empty() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    await call(app, publish_client("a", {"data": "a0"}))
+    client = Client(path="/", query="channel=a&channel=b")
+    async with Stream(app, client) as sub:
+        await wait_subscribers(manager, "b", 1)
+        await call(app, publish_client("a", {"data": "a1"}))
+        await sub.wait_for(lambda: len(parse(sub.body).events) == 1)
+    last = parse(client.body).events[-1].last_event_id
+    assert decode_positions(last) == {"a": decode_positions(last)["a"], "b": ""}  # type: ignore[index]
+    await call(app, publish_client("b", {"data": "first ever on b"}))
+    again = Client(path="/", query="channel=a&channel=b", headers=[("last-event-id", last)])
+    async with Stream(app, again) as sub:
+        await sub.wait_for(lambda: len(parse(sub.body).events) == 1)
+    assert parse(again.body).events[0].data == "first ever on b"
+
+
+def test_composite_ids_round_trip_any_id() -> None:
+    positions = {"a": "1-2", "b": "", "c": "x&y=z%"}
+    assert decode_positions(encode_positions(positions)) == positions
+    assert decode_positions("1700000000000-5") is None
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "needle"),
+    [
+        (b"{not json", 400, "malformed JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        ({"event": "x"}, 400, "'data' is required"),
+        ({"data": "x", "colour": "red"}, 400, "colour"),
+        ({"data": "x", "event": "a\nevent: b"}, 400, "event"),
+        ({"data": "x", "id": "1\r\ndata: injected"}, 400, "id"),
+        ({"data": "x", "id": "a\u0000b"}, 400, "NUL"),
+        ({"data": "x", "retry": -1}, 400, "retry"),
+        ({"data": "x", "retry": "soon"}, 400, "retry"),
+        (b'{"data": "\\ud800"}', 400, "surrogate"),
+        (b"\xff\xfe", 400, "malformed JSON"),
+    ],
+)
+async def test_bad_publishes_are_400_and_store_nothing(
+    payload: Any, status: int, needle: str
+) -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True)
+    client = await call(app, publish_client("c", payload))
+    assert client.status == status
+    assert needle in client.json()["error"]
+    channel = await manager.get("c")
+    assert channel is None or channel.stats().published == 0
+
+
+async def test_body_over_the_limit_is_413_declared_or_streamed() -> None:
+    app = SSEApp(ChannelManager(), allow_publish=True, max_body_size=100)
+    big = json.dumps({"data": "x" * 200}).encode()
+    declared = publish_client(
+        "c", big, headers=[("content-type", "application/json"), ("content-length", "213")]
+    )
+    assert (await call(app, declared)).status == 413
+    streamed = publish_client("c", big, chunk_size=10)  # no content-length
+    assert (await call(app, streamed)).status == 413
+
+
+async def test_wrong_content_type_is_415() -> None:
+    app = SSEApp(ChannelManager(), allow_publish=True)
+    client = publish_client("c", {"data": 1}, headers=[("content-type", "text/plain")])
+    assert (await call(app, client)).status == 415
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "status"),
+    [
+        ("GET", "/a/b", "", 404),
+        ("GET", "/_private", "", 404),
+        ("GET", "/_stats", "", 404),  # the stats route is off by default
+        ("GET", "/", "", 400),
+        ("GET", "/bad name", "", 400),
+        ("GET", "/bad%2Fname", "", 400),
+        ("GET", "/" + "x" * 129, "", 414),
+        ("GET", "/", "channel=ok&channel=b%0Ad", 400),
+        ("GET", "/", "&".join(f"channel=c{i}" for i in range(17)), 400),
+        ("POST", "/c", "", 405),  # publishing is off by default
+        ("PUT", "/c", "", 405),
+        ("DELETE", "/", "", 405),
+    ],
+)
+async def test_route_errors(method: str, path: str, query: str, status: int) -> None:
+    manager = ChannelManager()
+    client = await call(SSEApp(manager), Client(method=method, path=path, query=query))
+    assert client.status == status, client.body
+    assert "error" in client.json()
+    if status == 405:
+        assert "GET" in client.headers["allow"] and "POST" not in client.headers["allow"]
+    assert await manager.list_channels() == []
+
+
+async def test_too_many_channels_is_503() -> None:
+    manager = ChannelManager(max_channels=1)
+    app = SSEApp(manager, allow_publish=True)
+    assert (await call(app, publish_client("a", {"data": 1}))).status == 202
+    client = await call(app, publish_client("b", {"data": 1}))
+    assert client.status == 503
+    assert "retry-after" in client.headers
+
+
+class DownBackend(Backend):
+    async def publish(self, channel: Any, event: Any) -> Any:
+        raise BackendUnavailable("redis is down")
+
+
+async def test_backend_down_is_503() -> None:
+    app = SSEApp(ChannelManager(backend=DownBackend()), allow_publish=True)
+    client = await call(app, publish_client("c", {"data": 1}))
+    assert client.status == 503
+    assert "redis is down" in client.json()["error"]
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+async def test_max_subscribers_per_channel_is_429() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_subscribers_per_channel=1)
+    async with Stream(app, Client(path="/c")):
+        await wait_subscribers(manager, "c", 1)
+        second = await call(app, Client(path="/c"))
+        assert second.status == 429
+    assert await manager.get("c") is None  # every listener left; the empty channel went too
+
+
+async def test_max_subscribers_per_client_is_429_and_frees_on_leave() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_subscribers_per_client=1, heartbeat_interval=None)
+    async with Stream(app, Client(path="/a")):
+        await wait_subscribers(manager, "a", 1)
+        assert (await call(app, Client(path="/b"))).status == 429
+    async with Stream(app, Client(path="/b")) as again:
+        await wait_subscribers(manager, "b", 1)
+        assert again.status == 200
+
+
+# -- authorisation -------------------------------------------------------------------------
+
+
+async def test_authorize_hook_sync_and_async() -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def authorize(scope: Any, channel: str, action: str) -> bool:
+        calls.append((channel, action))
+        return channel != "secret"
+
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, authorize=authorize)
+    assert (await call(app, publish_client("secret", {"data": 1}))).status == 403
+    assert (await call(app, publish_client("open", {"data": 1}))).status == 202
+    assert (await call(app, Client(method="HEAD", path="/secret"))).status == 403
+    sync_app = SSEApp(manager, authorize=lambda scope, channel, action: False)
+    assert (await call(sync_app, Client(method="HEAD", path="/open"))).status == 403
+    assert calls == [("secret", "publish"), ("open", "publish"), ("secret", "subscribe")]
+
+
+@pytest.mark.parametrize("where", ["header", "cookie", "query"])
+async def test_tokens_from_header_cookie_or_query(where: str) -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, secret=SECRET)
+    token = create_token(SECRET, channels="c", actions="publish", ttl=60)
+    headers = [("content-type", "application/json")]
+    query = ""
+    if where == "header":
+        headers.append(("authorization", f"Bearer {token}"))
+    elif where == "cookie":
+        headers.append(("cookie", f"other=1; sse_token={token}"))
+    else:
+        query = f"token={token}"
+    client = await call(app, publish_client("c", {"data": 1}, headers=headers, query=query))
+    assert client.status == 202
+
+
+async def test_token_errors() -> None:
+    app = SSEApp(ChannelManager(), allow_publish=True, secret=SECRET)
+
+    async def status(token: str | None, channel: str = "c") -> int:
+        headers = [("content-type", "application/json")]
+        if token is not None:
+            headers.append(("authorization", f"Bearer {token}"))
+        return (await call(app, publish_client(channel, {"data": 1}, headers=headers))).status
+
+    assert await status(None) == 401
+    assert await status("garbage") == 401
+    assert await status(create_token("other-secret", channels="c", actions="publish")) == 401
+    expired = create_token(SECRET, channels="c", actions="publish", ttl=1, now=0)
+    assert await status(expired) == 401
+    subscribe_only = create_token(SECRET, channels="c", actions="subscribe")
+    assert await status(subscribe_only) == 403
+    assert await status(create_token(SECRET, channels="d", actions="publish")) == 403
+    assert await status(create_token(SECRET, channels="*", actions="publish")) == 202
+
+
+async def test_stream_ends_cleanly_when_its_token_expires() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, secret=SECRET, heartbeat_interval=None)
+    token = create_token(SECRET, channels="c", ttl=1.5)
+    client = Client(path="/c", query=f"token={token}")
+    await call(app, client)  # returns by itself when the token runs out
+    assert client.status == 200
+    assert client.finished
+
+
+# -- CORS ----------------------------------------------------------------------------------
+
+
+async def test_cors_simple_request_and_preflight() -> None:
+    manager = ChannelManager()
+    app = SSEApp(
+        manager,
+        allow_publish=True,
+        cors_origins=["https://app.example"],
+        cors_allow_credentials=True,
+        heartbeat_interval=None,
+    )
+    origin = [("origin", "https://app.example")]
+    preflight = Client(
+        method="OPTIONS",
+        path="/c",
+        headers=[
+            *origin,
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "Last-Event-ID"),
+        ],
+    )
+    await call(app, preflight)
+    assert preflight.status == 204
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    assert "last-event-id" in preflight.headers["access-control-allow-headers"]
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+
+    evil = Client(method="OPTIONS", path="/c", headers=[("origin", "https://evil.example")])
+    assert (await call(app, evil)).status == 403
+
+    async with Stream(app, Client(path="/c", headers=origin)) as sub:
+        await wait_subscribers(manager, "c", 1)
+    assert sub.headers["access-control-allow-origin"] == "https://app.example"
+    assert sub.headers["vary"] == "origin"
+
+    plain = await call(app, Client(method="HEAD", path="/c", headers=[("origin", "https://x.y")]))
+    assert "access-control-allow-origin" not in plain.headers
+
+
+def test_cors_wildcard_with_credentials_is_refused() -> None:
+    with pytest.raises(ValueError, match="credentials"):
+        SSEApp(ChannelManager(), cors_origins="*", cors_allow_credentials=True)
+
+
+# -- stats ---------------------------------------------------------------------------------
+
+
+async def test_stats_route() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, stats=True)
+    await call(app, publish_client("c", {"data": 1}))
+    client = await call(app, Client(path="/_stats"))
+    assert client.status == 200
+    stats = client.json()
+    assert stats["published"] == 1
+    assert stats["per_channel"]["c"]["published"] == 1
+
+
+# -- lifespan ------------------------------------------------------------------------------
+
+
+async def test_served_alone_lifespan_shutdown_ends_streams_cleanly() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, heartbeat_interval=None)
+    client = Client(path="/c")
+    async with anyio.create_task_group() as tg:
+        async with LifespanManager(app):  # type: ignore[arg-type]
+            tg.start_soon(app, client.scope, client.receive, client.send)
+            await wait_subscribers(manager, "c", 1)
+        # shutdown happened: the stream must have ended by itself, cleanly
+        with anyio.fail_after(WAIT):
+            await client.wait_for(lambda: client.finished)
+    assert await manager.list_channels() == []
+
+
+async def test_lifespan_context_for_hosts() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, heartbeat_interval=None)
+    client = Client(path="/c")
+    async with anyio.create_task_group() as tg:
+        async with app.lifespan(None):
+            tg.start_soon(app, client.scope, client.receive, client.send)
+            await wait_subscribers(manager, "c", 1)
+        await client.wait_for(lambda: client.finished)
+
+
+async def test_websocket_scope_is_closed() -> None:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    await SSEApp(ChannelManager())({"type": "websocket", "path": "/c"}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1003}]
