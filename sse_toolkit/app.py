@@ -65,8 +65,9 @@ class SSEApp:
     Security: ``authorize(scope, channel, action)`` (sync or async, action is
     ``"subscribe"``, ``"publish"`` or ``"stats"``) returns whether to allow; with
     ``secret``, requests must also carry a token from `tokens.create_token` (401 without
-    one, 403 if it does not cover the channel and action), and a stream ends when its
-    token expires. Publishing is off unless ``allow_publish``.
+    one, 403 if it does not cover the channel and action) for the actions in
+    ``token_required_for`` (all by default), and a stream ends when its token expires.
+    Publishing is off unless ``allow_publish``.
 
     Limits: ``max_body_size`` (413), ``max_channel_name_length`` (414),
     ``max_subscribers_per_channel`` and ``max_subscribers_per_client`` (429, clients
@@ -94,6 +95,7 @@ class SSEApp:
         cors_origins: Iterable[str] | str = (),
         cors_allow_credentials: bool = False,
         token_cookie: str = "sse_token",
+        token_required_for: Iterable[str] = ("subscribe", "publish", "stats"),
     ) -> None:
         self.manager = manager if manager is not None else sse_manager
         self.allow_publish = allow_publish
@@ -115,6 +117,7 @@ class SSEApp:
         self.cors_origins = frozenset(origins)
         self.cors_allow_credentials = cors_allow_credentials
         self.token_cookie = token_cookie
+        self.token_required_for = frozenset(token_required_for)
         self._streams_per_client: dict[str, int] = {}
 
     # -- ASGI ------------------------------------------------------------------------------
@@ -317,7 +320,7 @@ class SSEApp:
         self, request: _Request, names: list[str], action: str
     ) -> TokenClaims | None:
         claims = None
-        if self.secret is not None:
+        if self.secret is not None and action in self.token_required_for:
             token = request.token(self.token_cookie)
             if token is None:
                 raise HTTPError(401, "a token is required", [("www-authenticate", "Bearer")])

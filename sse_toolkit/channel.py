@@ -82,7 +82,7 @@ class _HeartbeatClock:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.beat = 0  # bumped each time idle listeners are told to send a heartbeat
-        self.last_beat = -math.inf
+        self.last_beat = time.monotonic()  # the first beat comes a full interval after
         self.leader: _Listener | None = None
 
 
@@ -148,8 +148,9 @@ class SSEChannel:
             successor = self._evicted_from._readopt(self)
             if successor is not self:
                 return await successor.broadcast(event)
-        if self._token is None:
-            self._token = anyio.lowlevel.current_token()
+        # The loop publishing now is the one to reach from other threads (re-read every
+        # time: a channel can outlive the event loop it was first used in).
+        self._token = anyio.lowlevel.current_token()
         if self._backend is not None:
             return await self._backend.publish(self, event)
         return self._store(event)
@@ -170,11 +171,14 @@ class SSEChannel:
         """Publish from another thread; blocks until the event is stored and returns it."""
         event = as_event(message)  # bad input raises here, in the caller's thread
         token = self._token
-        if token is None:
-            if self._backend is not None:
-                raise RuntimeError("use the channel from its event loop once before publishing")
-            return self._store(event)  # no loop has touched the channel: nobody to wake
-        return anyio.from_thread.run(self.broadcast, event, token=token)
+        if token is not None:
+            try:
+                return anyio.from_thread.run(self.broadcast, event, token=token)
+            except anyio.RunFinishedError:
+                self._token = None  # that event loop is gone
+        if self._backend is not None:
+            raise RuntimeError("use the channel from its event loop once before publishing")
+        return self._store(event)  # no running loop uses the channel: nobody to wake
 
     def _store(self, event: ServerSentEvent) -> ServerSentEvent:
         """Append an event to the ring and wake the listeners (backends call this too)."""
@@ -314,8 +318,12 @@ class SSEChannel:
         if clock is not None and clock.leader is listener:
             clock.leader = None
             self._wake_all()  # someone else must take over timing the heartbeats
-        if self._subscribers == 0 and self._on_idle is not None:
-            self._on_idle(self)
+        if self._subscribers == 0:
+            # Nobody waits now: drop the wake-up event, which belongs to one event loop,
+            # so that the next listener (maybe on another loop) makes its own.
+            self._wake_all()
+            if self._on_idle is not None:
+                self._on_idle(self)
 
     def _clock_for(self, interval: float) -> _HeartbeatClock:
         clock = self._clocks.get(interval)

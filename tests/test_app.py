@@ -439,3 +439,10 @@ async def test_websocket_scope_is_closed() -> None:
 
     await SSEApp(ChannelManager())({"type": "websocket", "path": "/c"}, receive, send)
     assert sent == [{"type": "websocket.close", "code": 1003}]
+
+
+async def test_token_required_for_publish_only() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, secret=SECRET, token_required_for=["publish"])
+    assert (await call(app, Client(method="HEAD", path="/c"))).status == 200
+    assert (await call(app, publish_client("c", {"data": 1}))).status == 401

@@ -547,3 +547,39 @@ async def test_ten_thousand_listeners_receive_every_event_in_order() -> None:
             await all_done.wait()
     assert complete == n_listeners
     assert ch.subscriber_count == 0
+
+
+def test_a_channel_outlives_its_event_loop() -> None:
+    """A channel (say, on the process-wide manager) used by one event loop, then another:
+    as when a server restarts in the same process, or tests run on asyncio then trio."""
+    ch = SSEChannel("survivor")
+
+    async def listen_briefly() -> None:
+        with anyio.move_on_after(0.02):
+            async for _ in ch.listen():
+                pass
+
+    async def listen_and_publish() -> list[str]:
+        listener = ch.listen()
+        await ch.broadcast("again")
+        got = [(await listener.__anext__()).data]
+        await listener.aclose()
+        return got
+
+    anyio.run(listen_briefly)
+    anyio.run(listen_briefly, backend="trio")
+    anyio.run(listen_briefly)
+    assert anyio.run(listen_and_publish, backend="trio") == ["again"]
+    assert anyio.run(listen_and_publish) == ["again"]
+    # the loop that published last is gone: a thread can still publish
+    assert ch.broadcast_from_thread("from a thread").data == "from a thread"
+
+
+async def test_first_heartbeat_waits_a_full_interval() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen(heartbeat_interval=0.2)
+    with anyio.move_on_after(0.1) as scope:
+        await listener.__anext__()
+    assert scope.cancelled_caught  # nothing yet: idle for only half the interval
+    assert await listener.__anext__() == HEARTBEAT
+    await listener.aclose()

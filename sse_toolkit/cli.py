@@ -1,0 +1,195 @@
+"""The hub command: ``python -m sse_toolkit`` (or ``sse-toolkit``).
+
+``serve`` (the default) runs an `SSEApp` at ``/sse`` with uvicorn, leaving ``/`` for the
+demo page. ``token`` mints a signed token for a hub started with ``--secret``.
+
+Shutting down with open streams: uvicorn waits for every response to finish before it
+tells the app (lifespan shutdown), and an event stream never finishes by itself. So the
+hub's server, on SIGINT or SIGTERM, first closes the channel manager, which ends every
+stream with a clean end of body, and then lets uvicorn shut down as usual. That is a
+subclass of uvicorn's ``Server`` used by this command; nothing is patched on import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._types import Receive, Scope, Send
+from .app import SSEApp
+from .manager import ChannelManager
+from .tokens import ACTIONS, create_token
+
+__all__ = ["Hub", "main"]
+
+log = logging.getLogger("sse_toolkit.hub")
+
+SSE_PREFIX = "/sse"
+
+_INDEX = b"""<!doctype html><meta charset="utf-8"><title>sse-toolkit hub</title>
+<h1>sse-toolkit hub</h1>
+<p>Subscribe: <code>curl -N http://HOST/sse/demo</code></p>
+<p>Publish (with <code>--allow-publish</code>):
+<code>curl -X POST -H 'content-type: application/json' -d '{"data":"hi"}' http://HOST/sse/demo</code></p>
+<pre id="log"></pre>
+<script>
+const log = document.getElementById("log");
+const source = new EventSource("sse/demo");
+source.onmessage = (e) => { log.textContent += e.lastEventId + " " + e.data + "\\n"; };
+</script>
+"""
+
+
+class Hub:
+    """The hub's ASGI app: the SSE sub-app at ``/sse``, a small page at ``/``."""
+
+    def __init__(self, sse: SSEApp) -> None:
+        self.sse = sse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.sse(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path == SSE_PREFIX or path.startswith(SSE_PREFIX + "/"):
+            scope = dict(scope, root_path=scope.get("root_path", "") + SSE_PREFIX)
+            await self.sse(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if path == "/":
+            host = _host(scope).encode()
+            body = _INDEX.replace(b"HOST", host)
+            status, content_type = 200, b"text/html; charset=utf-8"
+        else:
+            body, status, content_type = b'{"error":"not found"}', 404, b"application/json"
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _host(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == b"host":
+            return str(value.decode("latin-1"))
+    server = scope.get("server") or ("127.0.0.1", 8000)
+    return f"{server[0]}:{server[1]}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sse-toolkit", description="Server-Sent Events hub")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the hub (the default command)")
+    _add_serve_options(serve)
+    _add_serve_options(parser)
+
+    token = commands.add_parser("token", help="mint a signed token for a hub run with --secret")
+    token.add_argument("--secret", required=True)
+    token.add_argument("--channel", action="append", required=True, help="repeatable; * = all")
+    token.add_argument(
+        "--action", action="append", choices=sorted(ACTIONS), help="repeatable (subscribe)"
+    )
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (3600)")
+    return parser
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--allow-publish", action="store_true", help="enable POST /sse/{ch}")
+    parser.add_argument("--secret", help="require tokens signed with this secret to publish")
+    parser.add_argument("--stats", action="store_true", help="serve GET /sse/_stats")
+    parser.add_argument("--cors-origin", action="append", default=[], help="repeatable")
+    parser.add_argument("--heartbeat", type=float, default=15.0, help="seconds (15)")
+    parser.add_argument("--log-level", default="info")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "token":
+        actions = args.action or ["subscribe"]
+        print(create_token(args.secret, channels=args.channel, actions=actions, ttl=args.ttl))
+        return 0
+    return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("the hub needs uvicorn: pip install 'sse-toolkit[server]'", file=sys.stderr)
+        return 2
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    manager = ChannelManager()
+    sse = SSEApp(
+        manager,
+        allow_publish=args.allow_publish,
+        secret=args.secret,
+        token_required_for=("publish", "stats"),
+        stats=args.stats,
+        cors_origins=args.cors_origin,
+        heartbeat_interval=args.heartbeat,
+    )
+    config = uvicorn.Config(
+        Hub(sse),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    server = _HubServer(config, manager)
+    base = f"http://{args.host}:{args.port}"
+    log.info("sse-toolkit hub on %s (streams at %s%s/{channel})", base, base, SSE_PREFIX)
+    log.info("subscribe: curl -N %s%s/demo", base, SSE_PREFIX)
+    if args.allow_publish:
+        auth = " -H 'authorization: Bearer TOKEN'" if args.secret else ""
+        log.info(
+            "publish:   curl -X POST -H 'content-type: application/json'%s -d '{\"data\": \"hi\"}' %s%s/demo",
+            auth,
+            base,
+            SSE_PREFIX,
+        )
+        if args.secret:
+            log.info(
+                "token:     python -m sse_toolkit token --secret ... --channel demo --action publish"
+            )
+    else:
+        log.info("publishing over HTTP is off (--allow-publish turns it on)")
+    server.run()
+    return 0
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    return uvicorn.Server
+
+
+class _HubServer(_server_class()):  # type: ignore[misc]
+    """uvicorn's Server, ending open streams before it waits for responses to finish."""
+
+    def __init__(self, config: Any, manager: ChannelManager) -> None:
+        super().__init__(config)
+        self._manager = manager
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        loop = self._loop
+        if loop is not None and self._closing is None:
+            loop.call_soon_threadsafe(self._close_streams)
+        super().handle_exit(sig, frame)
+
+    def _close_streams(self) -> None:
+        log.info("shutting down: ending open streams")
+        self._closing = asyncio.ensure_future(self._manager.close())

@@ -1,0 +1,7 @@
+"""FastAPI: the Starlette adapter (FastAPI responses are Starlette's)."""
+
+from __future__ import annotations
+
+from .starlette import EventStreamResponse
+
+__all__ = ["EventStreamResponse"]
