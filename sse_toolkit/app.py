@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -120,6 +120,23 @@ class SSEApp:
         self.token_required_for = frozenset(token_required_for)
         self._streams_per_client: dict[str, int] = {}
 
+        # A plain function, not a bound method: Lilya calls bound-method lifespans with no
+        # arguments, Starlette and FastAPI call ``lifespan(app)``; this serves both.
+        def lifespan(app: object = None) -> AbstractAsyncContextManager[None]:
+            return self._lifespan_context(app)
+
+        self.lifespan = lifespan
+
+    @asynccontextmanager
+    async def _lifespan_context(self, app: object = None) -> AsyncIterator[None]:
+        """For hosts that do not forward lifespan to mounted apps (Starlette, Lilya, FastAPI):
+        ``Starlette(lifespan=sse.lifespan)``. On exit every open stream ends cleanly."""
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.manager.close()
+
     # -- ASGI ------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,16 +151,6 @@ class SSEApp:
                 await self._error(request, send, error)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
-
-    @asynccontextmanager
-    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
-        """For hosts that do not forward lifespan to mounted apps (Starlette, Lilya, FastAPI):
-        ``Starlette(lifespan=sse.lifespan)``. On exit every open stream ends cleanly."""
-        try:
-            yield
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.manager.close()
 
     async def _lifespan_protocol(self, receive: Receive, send: Send) -> None:
         while True:

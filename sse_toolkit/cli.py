@@ -5,19 +5,17 @@ demo page. ``token`` mints a signed token for a hub started with ``--secret``.
 
 Shutting down with open streams: uvicorn waits for every response to finish before it
 tells the app (lifespan shutdown), and an event stream never finishes by itself. So the
-hub's server, on SIGINT or SIGTERM, first closes the channel manager, which ends every
-stream with a clean end of body, and then lets uvicorn shut down as usual. That is a
-subclass of uvicorn's ``Server`` used by this command; nothing is patched on import.
+hub runs `sse_toolkit.contrib.uvicorn.Server`, which on SIGINT or SIGTERM first closes
+the channel manager, ending every stream with a clean end of body, and then lets uvicorn
+shut down as usual. Nothing is patched on import.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from ._types import Receive, Scope, Send
 from .app import SSEApp
@@ -121,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
+
+        from .contrib.uvicorn import Server
     except ImportError:
         print("the hub needs uvicorn: pip install 'sse-toolkit[server]'", file=sys.stderr)
         return 2
@@ -143,53 +143,21 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=5,
     )
-    server = _HubServer(config, manager)
+    server = Server(config, managers=[manager])
     base = f"http://{args.host}:{args.port}"
     log.info("sse-toolkit hub on %s (streams at %s%s/{channel})", base, base, SSE_PREFIX)
     log.info("subscribe: curl -N %s%s/demo", base, SSE_PREFIX)
     if args.allow_publish:
         auth = " -H 'authorization: Bearer TOKEN'" if args.secret else ""
+        body = """-d '{"data": "hi"}'"""
+        json_type = "-H 'content-type: application/json'"
         log.info(
-            "publish:   curl -X POST -H 'content-type: application/json'%s -d '{\"data\": \"hi\"}' %s%s/demo",
-            auth,
-            base,
-            SSE_PREFIX,
+            "publish:   curl -X POST %s%s %s %s%s/demo", json_type, auth, body, base, SSE_PREFIX
         )
         if args.secret:
-            log.info(
-                "token:     python -m sse_toolkit token --secret ... --channel demo --action publish"
-            )
+            mint = "python -m sse_toolkit token --secret ... --channel demo --action publish"
+            log.info("token:     TOKEN=$(%s)", mint)
     else:
         log.info("publishing over HTTP is off (--allow-publish turns it on)")
     server.run()
     return 0
-
-
-def _server_class() -> Any:
-    import uvicorn
-
-    return uvicorn.Server
-
-
-class _HubServer(_server_class()):  # type: ignore[misc]
-    """uvicorn's Server, ending open streams before it waits for responses to finish."""
-
-    def __init__(self, config: Any, manager: ChannelManager) -> None:
-        super().__init__(config)
-        self._manager = manager
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closing: asyncio.Task[None] | None = None
-
-    async def serve(self, sockets: Any = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets=sockets)
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        loop = self._loop
-        if loop is not None and self._closing is None:
-            loop.call_soon_threadsafe(self._close_streams)
-        super().handle_exit(sig, frame)
-
-    def _close_streams(self) -> None:
-        log.info("shutting down: ending open streams")
-        self._closing = asyncio.ensure_future(self._manager.close())

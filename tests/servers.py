@@ -25,8 +25,8 @@ def free_port() -> int:
 @contextmanager
 def serve(app: Any, server: str = "uvicorn", *, lifespan: str = "off") -> Iterator[str]:
     """Serve ``app`` for the duration of the block; yield its base URL."""
-    if server == "uvicorn":
-        with _uvicorn(app, lifespan) as url:
+    if server in ("uvicorn", "uvicorn-sse"):
+        with _uvicorn(app, lifespan, sse_server=server == "uvicorn-sse") as url:
             yield url
     elif server.startswith("hypercorn-"):
         with _hypercorn(app, server.removeprefix("hypercorn-"), lifespan) as url:
@@ -36,8 +36,13 @@ def serve(app: Any, server: str = "uvicorn", *, lifespan: str = "off") -> Iterat
 
 
 @contextmanager
-def _uvicorn(app: Any, lifespan: str) -> Iterator[str]:
+def _uvicorn(app: Any, lifespan: str, *, sse_server: bool = False) -> Iterator[str]:
+    """uvicorn; with ``sse_server``, sse_toolkit's Server, stopped as a signal would."""
+    import signal
+
     import uvicorn
+
+    from sse_toolkit.contrib.uvicorn import Server
 
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -46,14 +51,18 @@ def _uvicorn(app: Any, lifespan: str) -> Iterator[str]:
     config = uvicorn.Config(
         app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=2
     )
-    server = uvicorn.Server(config)
+    managers = getattr(app, "sse_managers", ())
+    server = Server(config, managers=managers) if sse_server else uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
         _wait_until(lambda: server.started, "uvicorn did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        if sse_server:
+            server.handle_exit(signal.SIGTERM, None)
+        else:
+            server.should_exit = True
         thread.join(15)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not shut down"

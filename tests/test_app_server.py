@@ -1,0 +1,256 @@
+"""SSEApp mounted under a prefix in Lilya, Starlette and FastAPI (and served bare), behind
+uvicorn and hypercorn's trio worker, read by httpx-sse over loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, connect_sse
+
+from sse_toolkit import ChannelManager, SSEApp, create_token
+from sse_toolkit.merge import decode_positions
+
+from .servers import serve
+
+WAIT = 10.0
+SECRET = "test-secret"
+PREFIX = "/api/sse"
+
+
+def mount(framework: str, sse: SSEApp) -> Any:
+    """The same SSEApp object, mounted at PREFIX the way each host does it."""
+    if framework == "starlette":
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        return Starlette(routes=[Mount(PREFIX, app=sse)], lifespan=sse.lifespan)
+    if framework == "lilya":
+        from lilya.apps import Lilya
+        from lilya.routing import Include
+
+        return Lilya(routes=[Include(PREFIX, app=sse)], lifespan=sse.lifespan)
+    if framework == "fastapi":
+        from fastapi import FastAPI
+
+        app = FastAPI(lifespan=sse.lifespan)
+        app.mount(PREFIX, sse)
+        return app
+    assert framework == "bare"
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await sse(scope, receive, send)
+            return
+        if not scope["path"].startswith(PREFIX):
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await sse(dict(scope, root_path=PREFIX), receive, send)
+
+    return bare
+
+
+HOSTS = [
+    pytest.param("starlette", "uvicorn"),
+    pytest.param("lilya", "uvicorn"),
+    pytest.param("fastapi", "uvicorn"),
+    pytest.param("bare", "uvicorn"),
+    pytest.param("starlette", "hypercorn-trio"),
+    pytest.param("lilya", "hypercorn-trio"),
+    pytest.param("fastapi", "hypercorn-asyncio"),
+]
+
+
+@contextmanager
+def hosted(framework: str, server: str, **options: Any) -> Iterator[tuple[str, ChannelManager]]:
+    manager = ChannelManager()
+    options.setdefault("heartbeat_interval", None)
+    sse = SSEApp(manager, allow_publish=True, **options)
+    app = mount(framework, sse)
+    if server == "uvicorn-sse":
+        app = _Tagged(app, [manager])
+    with serve(app, server, lifespan="on") as url:
+        yield f"{url}{PREFIX}", manager
+
+
+class _Tagged:
+    """The host app, carrying the managers its uvicorn Server must close on shutdown."""
+
+    def __init__(self, app: Any, managers: list[ChannelManager]) -> None:
+        self.app, self.sse_managers = app, managers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    pause = threading.Event()
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        pause.wait(0.01)
+
+
+def subscribers(manager: ChannelManager, name: str) -> int:
+    channel = manager._channels.get(name)
+    return channel.subscriber_count if channel is not None else 0
+
+
+def publish(client: httpx.Client, url: str, payload: Any, **kwargs: Any) -> httpx.Response:
+    return client.post(
+        url,
+        content=json.dumps(payload),
+        headers={"content-type": "application/json", **kwargs.pop("headers", {})},
+        **kwargs,
+    )
+
+
+def read_events(source: Any, n: int) -> list[ServerSentEvent]:
+    events = []
+    for event in source.iter_sse():
+        if event.data or event.event != "message":  # skip httpx-sse's empty comment echoes
+            events.append(event)
+        if len(events) == n:
+            break
+    return events
+
+
+@pytest.mark.parametrize(("framework", "server"), HOSTS)
+def test_subscribe_publish_and_replay_after_reconnect(framework: str, server: str) -> None:
+    with hosted(framework, server) as (url, manager), httpx.Client(timeout=WAIT) as client:
+        with connect_sse(client, "GET", f"{url}/room") as source:
+            assert source.response.headers["content-type"].startswith("text/event-stream")
+            wait_until(lambda: subscribers(manager, "room") == 1, "the subscriber")
+            sent = [
+                publish(client, f"{url}/room", {"data": {"n": i}, "event": "tick"})
+                for i in range(3)
+            ]
+            assert [r.status_code for r in sent] == [202, 202, 202]
+            got = read_events(source, 3)
+        assert [e.json() for e in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert [e.id for e in got] == [r.json()["id"] for r in sent]
+        wait_until(lambda: subscribers(manager, "room") == 0, "the subscriber to leave")
+
+        # Missed while away; a reconnect with Last-Event-ID gets exactly those.
+        missed = [publish(client, f"{url}/room", {"data": f"m{i}"}).json()["id"] for i in range(2)]
+        headers = {"last-event-id": got[1].id}
+        with connect_sse(client, "GET", f"{url}/room", headers=headers) as source:
+            replayed = read_events(source, 3)
+        assert [e.data for e in replayed] == ['{"n":2}', "m0", "m1"]
+        assert [e.id for e in replayed[1:]] == missed
+
+
+@pytest.mark.parametrize(("framework", "server"), HOSTS[:4])
+def test_multi_channel_stream(framework: str, server: str) -> None:
+    with hosted(framework, server) as (url, manager), httpx.Client(timeout=WAIT) as client:
+        with connect_sse(client, "GET", f"{url}/?channel=a&channel=b") as source:
+            wait_until(lambda: subscribers(manager, "b") == 1, "the subscriber")
+            publish(client, f"{url}/a", {"data": "to a"})
+            publish(client, f"{url}/b", {"data": "to b"})
+            got = read_events(source, 2)
+        assert [e.data for e in got] == ["to a", "to b"]
+        positions = decode_positions(got[-1].id)
+        assert positions is not None and set(positions) == {"a", "b"}
+
+
+@pytest.mark.parametrize(("framework", "server"), HOSTS[:4])
+def test_errors_are_precise_and_the_server_stays_healthy(framework: str, server: str) -> None:
+    with (
+        hosted(framework, server, max_body_size=1000) as (url, _),
+        httpx.Client(timeout=WAIT) as client,
+    ):
+        cases = [
+            (
+                client.post(
+                    f"{url}/c", content=b"{oops", headers={"content-type": "application/json"}
+                ),
+                400,
+            ),
+            (publish(client, f"{url}/c", {"data": "x", "event": "a\nevent: injected"}), 400),
+            (publish(client, f"{url}/c", {"data": "x" * 2000}), 413),
+            (client.get(f"{url}/bad name"), 400),
+            (client.get(f"{url}/{'x' * 200}"), 414),
+            (client.get(f"{url}/a/b"), 404),
+            (client.put(f"{url}/c"), 405),
+        ]
+        for response, status in cases:
+            assert response.status_code == status, (response.request.url, response.text)
+            assert "error" in response.json()
+        assert publish(client, f"{url}/c", {"data": "still fine"}).status_code == 202
+
+
+@pytest.mark.parametrize(("framework", "server"), [HOSTS[0], HOSTS[4]])
+def test_token_expiry_ends_the_stream_cleanly(framework: str, server: str) -> None:
+    with (
+        hosted(framework, server, secret=SECRET, retry=1500) as (url, _),
+        httpx.Client(timeout=WAIT) as client,
+    ):
+        assert client.get(f"{url}/c").status_code == 401
+        token = create_token(SECRET, channels="c", actions="subscribe", ttl=2)
+        started = time.monotonic()
+        with client.stream("GET", f"{url}/c", params={"token": token}) as response:
+            assert response.status_code == 200
+            body = response.read()  # completes: the stream ends cleanly at expiry
+        assert time.monotonic() - started < WAIT
+        assert body == b"retry: 1500\n\n"
+        publisher = create_token(SECRET, channels="c", actions="publish", ttl=60)
+        ok = publish(
+            client, f"{url}/c", {"data": 1}, headers={"authorization": f"Bearer {publisher}"}
+        )
+        assert ok.status_code == 202
+
+
+@pytest.mark.parametrize("framework", ["starlette", "lilya", "fastapi", "bare"])
+def test_shutdown_ends_open_streams_cleanly(framework: str) -> None:
+    """uvicorn waits for responses before its lifespan shutdown; sse_toolkit's uvicorn
+    Server closes the manager first, so every open stream ends with a clean end of body."""
+    results: list[bytes | BaseException] = []
+    with hosted(framework, "uvicorn-sse") as (url, manager):
+
+        def read() -> None:
+            try:
+                with httpx.Client(timeout=WAIT) as client, client.stream("GET", f"{url}/c") as r:
+                    results.append(r.read())
+            except BaseException as exc:
+                results.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        for reader in readers:
+            reader.start()
+        wait_until(lambda: subscribers(manager, "c") == 2, "two subscribers")
+        # leaving the block stops the server; its lifespan shutdown closes the manager
+        manager_to_close = manager
+    for reader in readers:
+        reader.join(WAIT)
+    assert not any(reader.is_alive() for reader in readers)
+    assert all(isinstance(r, bytes) for r in results), results
+    assert manager_to_close._channels == {}
+
+
+def test_fastapi_endpoint_returns_the_contrib_response() -> None:
+    from fastapi import FastAPI
+
+    from sse_toolkit.contrib.fastapi import EventStreamResponse
+
+    app = FastAPI()
+
+    @app.get("/numbers")
+    async def numbers() -> EventStreamResponse:
+        async def gen() -> Any:
+            for i in range(3):
+                yield {"data": i, "event": "n"}
+
+        return EventStreamResponse(gen(), headers={"x-extra": "1"})
+
+    with serve(app) as url, httpx.Client(timeout=WAIT) as client:
+        with connect_sse(client, "GET", f"{url}/numbers") as source:
+            assert source.response.headers["x-extra"] == "1"
+            events = list(source.iter_sse())
+    assert [(e.event, e.data) for e in events] == [("n", "0"), ("n", "1"), ("n", "2")]
