@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ._types import Receive, Scope, Send
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="run the hub (the default command)")
-    _add_serve_options(serve)
+    # The sub-command's defaults are suppressed: otherwise they would overwrite options
+    # given before it (``--secret S serve`` would serve without the secret).
+    _add_serve_options(serve, suppress_defaults=True)
     _add_serve_options(parser)
 
     token = commands.add_parser("token", help="mint a signed token for a hub run with --secret")
@@ -96,22 +100,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--allow-publish", action="store_true", help="enable POST /sse/{ch}")
-    parser.add_argument("--secret", help="require tokens signed with this secret to publish")
-    parser.add_argument("--stats", action="store_true", help="serve GET /sse/_stats")
-    parser.add_argument("--cors-origin", action="append", default=[], help="repeatable")
-    parser.add_argument("--heartbeat", type=float, default=15.0, help="seconds (15)")
-    parser.add_argument("--log-level", default="info")
+def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bool = False) -> None:
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress_defaults else value
+
+    parser.add_argument("--host", default=default("127.0.0.1"))
+    parser.add_argument("--port", type=int, default=default(8000))
+    parser.add_argument(
+        "--allow-publish",
+        action="store_true",
+        default=default(False),
+        help="enable POST /sse/{ch}",
+    )
+    parser.add_argument(
+        "--secret", default=default(None), help="require tokens signed with this secret to publish"
+    )
+    parser.add_argument(
+        "--stats", action="store_true", default=default(False), help="serve GET /sse/_stats"
+    )
+    parser.add_argument("--cors-origin", action="append", default=default([]), help="repeatable")
+    parser.add_argument("--heartbeat", type=float, default=default(15.0), help="seconds (15)")
+    parser.add_argument(
+        "--log-level",
+        default=default("info"),
+        choices=["critical", "error", "warning", "info", "debug"],
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=default(None),
+        help="share channels through Redis (redis://, rediss://; needs sse-toolkit[redis])",
+    )
+    parser.add_argument("--redis-prefix", default=default("sse:"), help="key prefix (sse:)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
         actions = args.action or ["subscribe"]
-        print(create_token(args.secret, channels=args.channel, actions=actions, ttl=args.ttl))
+        try:
+            token = create_token(args.secret, channels=args.channel, actions=actions, ttl=args.ttl)
+        except ValueError as exc:
+            build_parser().error(str(exc))
+        print(token)
         return 0
     return serve(args)
 
@@ -126,7 +156,12 @@ def serve(args: argparse.Namespace) -> int:
         return 2
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
-    manager = ChannelManager()
+    backend = None
+    if args.redis_url:
+        from .backends.redis import RedisBackend
+
+        backend = RedisBackend(args.redis_url, prefix=args.redis_prefix)
+    manager = ChannelManager(backend=backend)
     sse = SSEApp(
         manager,
         allow_publish=args.allow_publish,
@@ -144,7 +179,14 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
     )
     server = Server(config, managers=[manager])
-    base = f"http://{args.host}:{args.port}"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    base = f"http://{host}:{args.port}"
+    if backend is not None:
+        log.info(
+            "channels shared through Redis at %s (prefix %r)",
+            _redacted(args.redis_url),
+            args.redis_prefix,
+        )
     log.info("sse-toolkit hub on %s (streams at %s%s/{channel})", base, base, SSE_PREFIX)
     log.info("subscribe: curl -N %s%s/demo", base, SSE_PREFIX)
     if args.allow_publish:
@@ -159,5 +201,25 @@ def serve(args: argparse.Namespace) -> int:
             log.info("token:     TOKEN=$(%s)", mint)
     else:
         log.info("publishing over HTTP is off (--allow-publish turns it on)")
+    if threading.current_thread() is threading.main_thread():
+        # After shutting down on SIGINT/SIGTERM, uvicorn re-raises the signal with the
+        # handlers it found installed; Python's would turn the clean shutdown into an exit
+        # by SIGTERM (-15/143) or a KeyboardInterrupt traceback. These only ask the server
+        # to exit (which also covers a signal arriving before uvicorn installs its own).
+        def request_exit(signum: int, frame: object) -> None:
+            server.should_exit = True
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, request_exit)
     server.run()
     return 0
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{location}"

@@ -30,9 +30,14 @@ __all__ = [
 JSONDumps = Callable[[Any], "str | bytes"]
 
 
+# What json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False) builds
+# on every call; JSONEncoder.encode keeps no state between calls, so one instance serves all.
+_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def json_compact(value: Any) -> str:
     """The default JSON encoder: compact, UTF-8 kept as is, NaN and infinities refused."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _COMPACT_JSON.encode(value)
 
 
 def _lines(prefix: str, value: str) -> str:
@@ -42,9 +47,13 @@ def _lines(prefix: str, value: str) -> str:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
     if "\n" not in value:
         return f"{prefix} {value}\n" if value else f"{prefix}\n"
-    # An empty line is written bare ("data:"), so a value's leading space survives:
-    # the parser strips one space after the colon, and we always write exactly one.
-    return "".join(f"{prefix} {line}\n" if line else f"{prefix}\n" for line in value.split("\n"))
+    if "\n\n" in value or value[0] == "\n" or value[-1] == "\n":
+        # An empty line is written bare ("data:"), so a value's leading space survives:
+        # the parser strips one space after the colon, and we always write exactly one.
+        return "".join(
+            [f"{prefix} {line}\n" if line else f"{prefix}\n" for line in value.split("\n")]
+        )
+    return f"{prefix} " + value.replace("\n", f"\n{prefix} ") + "\n"  # no empty line: same bytes
 
 
 def _single_line(field: str, value: object) -> str:
@@ -83,30 +92,42 @@ def _encode(
     comment: str | None,
     json_dumps: JSONDumps | None,
 ) -> bytes:
-    parts: list[str] = []
+    # Hot path: a plain str with no CR or LF is checked inline, skipping _single_line and
+    # _lines (which give the same result for it); anything else goes through them.
     # The id line comes first: a channel that assigns ids prefixes it to a stored frame.
-    if id is not None:
-        id = _single_line("id", id)
+    if id is None:
+        text = ""
+    else:
+        if type(id) is not str or "\n" in id or "\r" in id:
+            id = _single_line("id", id)
         if "\0" in id:
             raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
-        parts.append(f"id: {id}\n" if id else "id:\n")
+        text = f"id: {id}\n" if id else "id:\n"
     if comment is not None:
         if not isinstance(comment, str):
             raise TypeError(f"comment must be a str, not {type(comment).__name__}")
-        parts.append(_lines(":", comment))
+        text += _lines(":", comment)
     if event is not None:
-        parts.append(f"event: {_single_line('event', event)}\n")
+        if type(event) is str and "\n" not in event and "\r" not in event:
+            text += f"event: {event}\n"
+        else:
+            text += f"event: {_single_line('event', event)}\n"
     if retry is not None:
         if type(retry) is not int:
             raise TypeError(f"retry must be an int (milliseconds), not {type(retry).__name__}")
         if retry < 0:
             raise ValueError(f"retry must be >= 0 (milliseconds), not {retry!r}")
-        parts.append(f"retry: {retry}\n")
-    if data is not None:
-        parts.append(_lines("data:", _data_text(data, json_dumps)))
-    parts.append("\n")
+        text += f"retry: {retry}\n"
+    if data is None:
+        text += "\n"
+    else:
+        value = data if type(data) is str else _data_text(data, json_dumps)
+        if type(value) is str and "\n" not in value and "\r" not in value:
+            text += f"data: {value}\n\n" if value else "data:\n\n"
+        else:
+            text += _lines("data:", value) + "\n"
     try:
-        return "".join(parts).encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError:
         fields = {"comment": comment, "event": event, "id": id, "data": data}
         bad = next(name for name, value in fields.items() if not _is_utf8(value, json_dumps))

@@ -153,8 +153,9 @@ class ChannelManager:
         del self._channels[name]
         channel._on_idle = None
         # Not closed: a caller may still hold this object and publish to it, so it keeps a
-        # way back (see _readopt). A shared backend's reader drops unknown channels.
+        # way back (see _readopt).
         channel._evicted_from = self
+        self.backend.forget(channel)
 
     def _readopt(self, channel: SSEChannel) -> SSEChannel:
         """An evicted channel is used again: put it back, or hand over to its successor."""
@@ -170,6 +171,7 @@ class ChannelManager:
         channel._evicted_from = None
         channel._on_idle = self._on_idle
         self._channels[channel.name] = channel
+        self.backend.remember(channel)
         return channel
 
 

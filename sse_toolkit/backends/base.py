@@ -41,6 +41,14 @@ class Backend(ABC):
         """Stop delivering into ``channel`` (it was removed or evicted)."""
         return None
 
+    def forget(self, channel: SSEChannel) -> None:
+        """The manager evicted ``channel``: stop delivering into it (no I/O here)."""
+        return None
+
+    def remember(self, channel: SSEChannel) -> None:
+        """An evicted ``channel`` is in use again: deliver into it again, from its last id."""
+        return None
+
     async def close(self) -> None:
         """Release connections and tasks; called by `ChannelManager.close()`."""
         return None
