@@ -187,7 +187,19 @@ class ServerSentEvent:
         json_dumps: JSONDumps | None = None,
     ) -> None:
         encoded = _encode(data, event, id, retry, comment, json_dumps)
-        setter = object.__setattr__
+        self._assign(encoded, data, event, id, retry, comment, json_dumps)
+
+    def _assign(
+        self,
+        encoded: bytes,
+        data: Any,
+        event: str | None,
+        id: str | None,
+        retry: int | None,
+        comment: str | None,
+        json_dumps: JSONDumps | None,
+    ) -> None:
+        setter = object.__setattr__  # the one way in: instances are immutable
         setter(self, "data", data)
         setter(self, "event", event)
         setter(self, "id", id)
@@ -207,16 +219,9 @@ class ServerSentEvent:
         retry: int | None = None,
         comment: str | None = None,
     ) -> ServerSentEvent:
-        # For backends that received an already validated frame: skip re-encoding.
+        # For channels and backends holding an already validated frame: skip re-encoding.
         self = cls.__new__(cls)
-        setter = object.__setattr__
-        setter(self, "data", data)
-        setter(self, "event", event)
-        setter(self, "id", id)
-        setter(self, "retry", retry)
-        setter(self, "comment", comment)
-        setter(self, "_encoded", encoded)
-        setter(self, "_json_dumps", None)
+        self._assign(encoded, data, event, id, retry, comment, None)
         return self
 
     def encode(self) -> bytes:
