@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import Callable
@@ -11,15 +12,6 @@ import anyio
 
 CLOSE_TIMEOUT = 5.0
 """How long closing a user's iterator may take on the way out (it runs shielded)."""
-
-
-def event_factory() -> Callable[[], anyio.Event]:
-    """A constructor for the running backend's `anyio.Event`.
-
-    `anyio.Event()` looks the backend up on every call (~4 µs); the class it returns can be
-    instantiated directly (~0.6 µs). Hot paths create one event per wait, so resolve once.
-    """
-    return type(anyio.Event())
 
 
 async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
@@ -43,3 +35,56 @@ async def aclose_quietly(iterator: object) -> None:
             # from here (ValueError); it ends when its thread returns.
             with contextlib.suppress(ValueError):
                 close()
+
+
+class Wakeup:
+    """One task parks in `wait()`, any other task wakes it with `wake()` (a no-op if idle).
+
+    What an `anyio.Event` per wait does, for one waiter and without the Event: on asyncio a
+    bare future (the Event wraps an ``asyncio.Event``, whose wait makes a future and a
+    waiter deque on top), on trio a park and reschedule. Cancellation works as for any
+    await. Create it inside the running loop.
+    """
+
+    __slots__ = ("_loop", "_parked", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting = False
+        self._parked: Any = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # trio
+            self._loop = None
+
+    async def wait(self) -> None:
+        self.waiting = True
+        try:
+            if self._loop is not None:
+                self._parked = future = self._loop.create_future()
+                await future
+            else:
+                import trio
+
+                self._parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort)
+        finally:
+            self.waiting = False
+            self._parked = None
+
+    def _abort(self, _: Any) -> Any:
+        import trio
+
+        self._parked = None  # cancelled: a wake() from now on must not reschedule the task
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> None:
+        parked, self._parked = self._parked, None
+        if parked is None:
+            return
+        if self._loop is not None:
+            if not parked.done():
+                parked.set_result(None)
+        else:
+            import trio
+
+            trio.lowlevel.reschedule(parked)

@@ -24,9 +24,9 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._concurrency import aclose_quietly, call_maybe_async, event_factory
+from ._concurrency import Wakeup, aclose_quietly, call_maybe_async
 from ._types import FrameBatches, Message, Receive, Scope, Send
-from .frames import HEARTBEAT, encode, frame_bytes
+from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
 
 __all__ = ["EventStreamResponse"]
 
@@ -142,14 +142,14 @@ class _Stream:
         self.error: BaseException | None = None
         self.last_activity = time.monotonic()
         self.send_started: float | None = None
+        self.watched = True  # a watchdog reads send_started / last_activity
         # The producer/sender hand-off (plain iterables only).
         self.buffer: list[bytes] = []
         self.buffered_bytes = 0
         self.done = False
         self.heartbeat_due = False
-        self.new_event = event_factory()
-        self.data_ready: anyio.Event | None = None
-        self.space_ready: anyio.Event | None = None
+        self.data_ready = Wakeup()
+        self.space_ready = Wakeup()
 
     async def run(self, head_only: bool) -> None:
         response = self.response
@@ -172,11 +172,12 @@ class _Stream:
             async with anyio.create_task_group() as tg:
                 self.cancel_scope = tg.cancel_scope
                 tg.start_soon(self._watch_disconnect)
-                if (
+                self.watched = (
                     response.send_timeout is not None
                     or response.max_duration is not None
                     or (response.heartbeat_interval is not None and not batches)
-                ):
+                )
+                if self.watched:
                     tg.start_soon(self._watchdog, not batches)
                 try:
                     if response.retry_frame is not None:
@@ -211,6 +212,13 @@ class _Stream:
         return True
 
     async def _send_body(self, chunk: bytes) -> None:
+        if not self.watched:  # nobody reads the clock: skip it and the helper coroutine
+            try:
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except OSError:  # the server's way of saying the client is gone
+                self._drop()
+                await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
+            return
         self.send_started = time.monotonic()
         sent = await self._send_or_drop(
             {"type": "http.response.body", "body": chunk, "more_body": True}
@@ -244,9 +252,7 @@ class _Stream:
                 chunk = buffer[0] if len(buffer) == 1 else b"".join(buffer)
                 buffer.clear()
                 self.buffered_bytes = 0
-                if self.space_ready is not None:
-                    self.space_ready.set()
-                    self.space_ready = None
+                self.space_ready.wake()
                 await self._send_body(chunk)
             elif self.done:
                 return
@@ -254,29 +260,23 @@ class _Stream:
                 self.heartbeat_due = False
                 await self._send_body(_HEARTBEAT_FRAME)
             else:
-                self.data_ready = waiter = self.new_event()
-                await waiter.wait()
+                await self.data_ready.wait()
 
     # -- helper tasks ----------------------------------------------------------------------
-
-    def _wake_sender(self) -> None:
-        if self.data_ready is not None:
-            self.data_ready.set()
-            self.data_ready = None
 
     async def _produce(self, iterator: object) -> None:
         try:
             if hasattr(iterator, "__anext__"):
                 async for item in iterator:  # type: ignore[attr-defined]
-                    if self._push(frame_bytes(item)):
+                    if self._push(item):
                         await self._wait_for_space()
             elif isinstance(iterator, _IN_MEMORY_ITERATORS):
                 for item in iterator:  # type: ignore[attr-defined]
-                    if self._push(frame_bytes(item)):
+                    if self._push(item):
                         await self._wait_for_space()
             else:  # any other sync iterator may block: read it in a worker thread
                 while (item := await _next_in_thread(iterator)) is not _DONE:
-                    if self._push(frame_bytes(item)):
+                    if self._push(item):
                         await self._wait_for_space()
         except Exception as exc:
             self.error = exc
@@ -284,18 +284,19 @@ class _Stream:
                 self.cancel_scope.cancel()
         finally:
             self.done = True
-            self._wake_sender()
+            self.data_ready.wake()
 
-    def _push(self, frame: bytes) -> bool:
-        """Queue a frame for the sender; True when the buffer is full and we must wait."""
+    def _push(self, item: object) -> bool:
+        """Queue an item's frame for the sender; True when the buffer is full: wait then."""
+        # Runs once per event: the common item type skips frame_bytes' dispatch.
+        frame = item._encoded if isinstance(item, ServerSentEvent) else frame_bytes(item)
         self.buffer.append(frame)
         self.buffered_bytes += len(frame)
-        self._wake_sender()
+        self.data_ready.wake()
         return self.buffered_bytes >= self.response.max_buffer_bytes
 
     async def _wait_for_space(self) -> None:
-        self.space_ready = space = self.new_event()
-        await space.wait()
+        await self.space_ready.wait()
 
     async def _watch_disconnect(self) -> None:
         try:
@@ -335,7 +336,7 @@ class _Stream:
                 if now >= due:
                     if sending_since is None:  # a send in flight is not idleness
                         self.heartbeat_due = True
-                        self._wake_sender()
+                        self.data_ready.wake()
                     due = now + interval
                 wake_at = min(wake_at, due)
             await anyio.sleep(max(wake_at - now, 0.001))

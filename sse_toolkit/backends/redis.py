@@ -31,6 +31,8 @@ import random
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio.lowlevel
+
 from .base import Backend, BackendUnavailable
 
 if TYPE_CHECKING:
@@ -85,11 +87,17 @@ class RedisBackend(Backend):
         self._channels: dict[str, SSEChannel] = {}
         self._positions: dict[str, str] = {}  # channel -> last stream id delivered locally
         self._wake_key = f"{prefix}__wake__:{uuid.uuid4().hex}"
+        # Read from the last wake-up seen, not "$": a wake-up written after the reader built
+        # its list of streams but before Redis ran its XREAD must still end that XREAD.
+        self._wake_position = "0-0"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Redis | None = None
         self._reader_client: Redis | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Bumped by close(): a reader of an older generation stops, even when redis-py
+        # turned its cancellation into another error (it does, e.g. during a handshake).
+        self._generation = 0
         self.connected = False
         """Whether the reader's last call to Redis succeeded."""
         self.reconnects = 0
@@ -129,7 +137,8 @@ class RedisBackend(Backend):
 
     async def detach(self, channel: SSEChannel) -> None:
         self.forget(channel)
-        await asyncio.sleep(0)
+        # anyio's checkpoint, not asyncio.sleep(0): a manager on trio must still close.
+        await anyio.lowlevel.checkpoint()
 
     def forget(self, channel: SSEChannel) -> None:
         if self._channels.get(channel.name) is channel:
@@ -142,6 +151,7 @@ class RedisBackend(Backend):
         self._spawn(self._wake_reader())
 
     async def close(self) -> None:
+        self._generation += 1
         tasks = list(self._tasks)
         if self._reader is not None:
             tasks.append(self._reader)
@@ -186,7 +196,9 @@ class RedisBackend(Backend):
         if self._reader is None or self._reader.done():
             if self._reader is not None and not self._reader.cancelled():
                 log.error("the Redis reader had stopped (%r); restarting it", self._reader)
-            self._reader = loop.create_task(self._read_forever(), name="sse-toolkit redis reader")
+            self._reader = loop.create_task(
+                self._read_forever(self._generation), name="sse-toolkit redis reader"
+            )
         assert self._client is not None
         return self._client
 
@@ -195,6 +207,16 @@ class RedisBackend(Backend):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        options: dict[str, Any] = {}
+        try:
+            from redis.maint_notifications import MaintNotificationsConfig
+        except ImportError:  # an older redis-py: no such notifications, nothing to turn off
+            pass
+        else:
+            # Left on "auto", redis-py (8.x) skips its check of pooled connections that
+            # Redis closed while idle (a restart, CLIENT KILL, its `timeout`), so the next
+            # publish failed with BackendUnavailable although Redis was up again.
+            options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
         return Redis.from_url(
             self.url,
             socket_connect_timeout=self.connect_timeout,
@@ -202,6 +224,7 @@ class RedisBackend(Backend):
             # No retries inside redis-py: a retried XADD whose reply was lost would store
             # the event twice. Publishers get the error; the reader has its own backoff.
             retry=Retry(NoBackoff(), 0),
+            **options,
         )
 
     def _key(self, channel: str) -> str:
@@ -226,25 +249,29 @@ class RedisBackend(Backend):
         except Exception:  # down: the reader rebuilds its streams when it reconnects
             pass
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self, generation: int) -> None:
         delay = _FIRST_DELAY
         prefix_length = len(self.prefix)
-        while True:
+        while self._generation == generation:
             client = self._reader_client
             assert client is not None
-            streams: dict[Any, Any] = {self._wake_key: "$"}
+            streams: dict[Any, Any] = {self._wake_key: self._wake_position}
             streams.update({self._key(name): pos for name, pos in self._positions.items()})
             try:
                 response: Any = await client.xread(streams, count=_READ_COUNT, block=self.block_ms)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never die: back off, reconnect, resume
+                if self._generation != generation:
+                    return  # closed meanwhile
                 if self.connected or delay == _FIRST_DELAY:
                     log.warning("Redis reader lost its connection (%s); reconnecting", exc)
                 self.connected = False
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, _MAX_DELAY)
                 continue
+            if self._generation != generation:
+                return  # closed meanwhile: deliver nothing more
             if not self.connected:
                 if delay != _FIRST_DELAY:
                     self.reconnects += 1
@@ -252,6 +279,10 @@ class RedisBackend(Backend):
                 self.connected = True
             delay = _FIRST_DELAY
             for key, entries in response or ():
+                if _text(key) == self._wake_key:
+                    if entries:
+                        self._wake_position = _text(entries[-1][0])
+                    continue
                 name = _text(key)[prefix_length:]
                 channel = self._channels.get(name)
                 if channel is None:
