@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from sse_toolkit._concurrency import Wakeup
@@ -22,7 +23,7 @@ async def test_wake_releases_the_waiter_and_is_a_no_op_when_idle() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter)
         while not wakeup.waiting:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         wakeup.wake()
         with anyio.fail_after(5):
             await woke.wait()
@@ -38,6 +39,6 @@ async def test_a_cancelled_wait_leaves_it_reusable() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(wakeup.wait)
         while not wakeup.waiting:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         wakeup.wake()
     assert not wakeup.waiting
