@@ -84,66 +84,6 @@ def _data_text(data: Any, json_dumps: JSONDumps | None) -> str:
     return text
 
 
-def _encode(
-    data: Any,
-    event: str | None,
-    id: str | None,
-    retry: int | None,
-    comment: str | None,
-    json_dumps: JSONDumps | None,
-) -> bytes:
-    # Hot path: a plain str with no CR or LF is checked inline, skipping _single_line and
-    # _lines (which give the same result for it); anything else goes through them.
-    # The id line comes first: a channel that assigns ids prefixes it to a stored frame.
-    if id is None:
-        text = ""
-    else:
-        if type(id) is not str or "\n" in id or "\r" in id:
-            id = _single_line("id", id)
-        if "\0" in id:
-            raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
-        text = f"id: {id}\n" if id else "id:\n"
-    if comment is not None:
-        if not isinstance(comment, str):
-            raise TypeError(f"comment must be a str, not {type(comment).__name__}")
-        text += _lines(":", comment)
-    if event is not None:
-        if type(event) is str and "\n" not in event and "\r" not in event:
-            text += f"event: {event}\n"
-        else:
-            text += f"event: {_single_line('event', event)}\n"
-    if retry is not None:
-        if type(retry) is not int:
-            raise TypeError(f"retry must be an int (milliseconds), not {type(retry).__name__}")
-        if retry < 0:
-            raise ValueError(f"retry must be >= 0 (milliseconds), not {retry!r}")
-        text += f"retry: {retry}\n"
-    if data is None:
-        text += "\n"
-    else:
-        value = data if type(data) is str else _data_text(data, json_dumps)
-        if type(value) is str and "\n" not in value and "\r" not in value:
-            text += f"data: {value}\n\n" if value else "data:\n\n"
-        else:
-            text += _lines("data:", value) + "\n"
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        fields = {"comment": comment, "event": event, "id": id, "data": data}
-        bad = next(name for name, value in fields.items() if not _is_utf8(value, json_dumps))
-        raise ValueError(f"{bad} must be valid Unicode text (it holds a lone surrogate)") from None
-
-
-def _is_utf8(value: Any, json_dumps: JSONDumps | None) -> bool:
-    if value is None:
-        return True
-    try:
-        _data_text(value, json_dumps).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def encode(
     data: Any = None,
     *,
@@ -160,7 +100,62 @@ def encode(
     encoder; it may return ``str`` or ``bytes``). Raises ``ValueError``/``TypeError``
     naming the field for anything that cannot be sent faithfully.
     """
-    return _encode(data, event, id, retry, comment, json_dumps)
+    # Hot path: a plain str with no CR or LF is checked inline, skipping _single_line and
+    # _lines (which give the same result for it); anything else goes through them. The
+    # frame is assembled by one f-string from its (possibly empty) lines.
+    # The id line comes first: a channel that assigns ids prefixes it to a stored frame.
+    if id is None:
+        id_line = ""
+    else:
+        if type(id) is not str or "\n" in id or "\r" in id:
+            id = _single_line("id", id)
+        if "\0" in id:
+            raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
+        id_line = f"id: {id}\n" if id else "id:\n"
+    if comment is None:
+        comment_lines = ""
+    elif isinstance(comment, str):
+        comment_lines = _lines(":", comment)
+    else:
+        raise TypeError(f"comment must be a str, not {type(comment).__name__}")
+    if event is None:
+        event_line = ""
+    elif type(event) is str and "\n" not in event and "\r" not in event:
+        event_line = f"event: {event}\n"
+    else:
+        event_line = f"event: {_single_line('event', event)}\n"
+    if retry is None:
+        retry_line = ""
+    elif type(retry) is not int:
+        raise TypeError(f"retry must be an int (milliseconds), not {type(retry).__name__}")
+    elif retry < 0:
+        raise ValueError(f"retry must be >= 0 (milliseconds), not {retry!r}")
+    else:
+        retry_line = f"retry: {retry}\n"
+    if data is None:
+        data_lines = ""
+    else:
+        value = data if type(data) is str else _data_text(data, json_dumps)
+        if type(value) is str and "\n" not in value and "\r" not in value:
+            data_lines = f"data: {value}\n" if value else "data:\n"
+        else:
+            data_lines = _lines("data:", value)
+    try:
+        return f"{id_line}{comment_lines}{event_line}{retry_line}{data_lines}\n".encode()
+    except UnicodeEncodeError:
+        fields = {"comment": comment, "event": event, "id": id, "data": data}
+        bad = next(name for name, value in fields.items() if not _is_utf8(value, json_dumps))
+        raise ValueError(f"{bad} must be valid Unicode text (it holds a lone surrogate)") from None
+
+
+def _is_utf8(value: Any, json_dumps: JSONDumps | None) -> bool:
+    if value is None:
+        return True
+    try:
+        _data_text(value, json_dumps).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class ServerSentEvent:
@@ -186,7 +181,9 @@ class ServerSentEvent:
         comment: str | None = None,
         json_dumps: JSONDumps | None = None,
     ) -> None:
-        encoded = _encode(data, event, id, retry, comment, json_dumps)
+        encoded = encode(
+            data, event=event, id=id, retry=retry, comment=comment, json_dumps=json_dumps
+        )
         self._assign(encoded, data, event, id, retry, comment, json_dumps)
 
     def _assign(
@@ -199,14 +196,15 @@ class ServerSentEvent:
         comment: str | None,
         json_dumps: JSONDumps | None,
     ) -> None:
-        setter = object.__setattr__  # the one way in: instances are immutable
-        setter(self, "data", data)
-        setter(self, "event", event)
-        setter(self, "id", id)
-        setter(self, "retry", retry)
-        setter(self, "comment", comment)
-        setter(self, "_encoded", encoded)
-        setter(self, "_json_dumps", json_dumps)
+        # The one way in (instances are immutable): the slots' own setters, which skip the
+        # raising __setattr__ and cost half of object.__setattr__ on this hot path.
+        _set_data(self, data)
+        _set_event(self, event)
+        _set_id(self, id)
+        _set_retry(self, retry)
+        _set_comment(self, comment)
+        _set_encoded(self, encoded)
+        _set_json_dumps(self, json_dumps)
 
     @classmethod
     def _from_encoded(
@@ -268,6 +266,12 @@ class ServerSentEvent:
         # picklable itself, so it is not kept: replace() on the copy uses the default).
         fields = (self.data, self.event, self.id, self.retry, self.comment)
         return (_rebuild, (self._encoded, *fields))
+
+
+_set_data, _set_event, _set_id, _set_retry, _set_comment, _set_encoded, _set_json_dumps = (
+    ServerSentEvent.__dict__[name].__set__
+    for name in ("data", "event", "id", "retry", "comment", "_encoded", "_json_dumps")
+)
 
 
 def _rebuild(
