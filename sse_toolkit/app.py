@@ -322,6 +322,10 @@ class SSEApp:
             return await self.manager.get_or_create(name)
         except TooManyChannels as exc:
             raise HTTPError(503, str(exc), [("retry-after", "5")]) from None
+        except BackendUnavailable as exc:
+            raise HTTPError(
+                503, f"channels are unavailable: {exc}", [("retry-after", "1")]
+            ) from None
 
     async def _authorize_all(
         self, request: _Request, names: list[str], action: str

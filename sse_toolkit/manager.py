@@ -128,7 +128,14 @@ class ChannelManager:
         channel = SSEChannel(name, backend=backend, **self._channel_options)
         channel._on_idle = self._on_idle
         self._channels[name] = channel
-        await self.backend.attach(channel)
+        try:
+            await self.backend.attach(channel)
+        except BaseException:
+            # Not attached (the backend is down, say): do not keep a channel that would
+            # never hear its events; the next get_or_create tries again.
+            if self._channels.get(name) is channel:
+                del self._channels[name]
+            raise
         return channel
 
     def _evictable(self, channel: SSEChannel, now: float) -> bool:

@@ -446,3 +446,24 @@ async def test_token_required_for_publish_only() -> None:
     app = SSEApp(manager, allow_publish=True, secret=SECRET, token_required_for=["publish"])
     assert (await call(app, Client(method="HEAD", path="/c"))).status == 200
     assert (await call(app, publish_client("c", {"data": 1}))).status == 401
+
+
+class DownOnAttach(Backend):
+    async def attach(self, channel: Any) -> None:
+        raise BackendUnavailable("redis is down")
+
+    async def publish(self, channel: Any, event: Any) -> Any:
+        raise AssertionError("never reached")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_backend_down_when_a_channel_is_first_used_is_503(method: str) -> None:
+    manager = ChannelManager(backend=DownOnAttach())
+    app = SSEApp(manager, allow_publish=True)
+    if method == "GET":
+        client = await call(app, Client(path="/c"))
+    else:
+        client = await call(app, publish_client("c", {"data": 1}))
+    assert client.status == 503
+    assert client.headers["retry-after"] == "1"
+    assert await manager.list_channels() == []  # not kept half-attached
