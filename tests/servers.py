@@ -23,10 +23,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, server: str = "uvicorn", *, lifespan: str = "off") -> Iterator[str]:
+def serve(
+    app: Any, server: str = "uvicorn", *, lifespan: str = "off", port: int = 0
+) -> Iterator[str]:
     """Serve ``app`` for the duration of the block; yield its base URL."""
     if server in ("uvicorn", "uvicorn-sse"):
-        with _uvicorn(app, lifespan, sse_server=server == "uvicorn-sse") as url:
+        with _uvicorn(app, lifespan, sse_server=server == "uvicorn-sse", port=port) as url:
             yield url
     elif server.startswith("hypercorn-"):
         with _hypercorn(app, server.removeprefix("hypercorn-"), lifespan) as url:
@@ -36,7 +38,7 @@ def serve(app: Any, server: str = "uvicorn", *, lifespan: str = "off") -> Iterat
 
 
 @contextmanager
-def _uvicorn(app: Any, lifespan: str, *, sse_server: bool = False) -> Iterator[str]:
+def _uvicorn(app: Any, lifespan: str, *, sse_server: bool = False, port: int = 0) -> Iterator[str]:
     """uvicorn; with ``sse_server``, sse_toolkit's Server, stopped as a signal would."""
     import signal
 
@@ -46,7 +48,7 @@ def _uvicorn(app: Any, lifespan: str, *, sse_server: bool = False) -> Iterator[s
 
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_level="warning", lifespan=lifespan, timeout_graceful_shutdown=2
