@@ -13,6 +13,7 @@ shut down as usual. Nothing is patched on import.
 from __future__ import annotations
 
 import argparse
+import html
 import logging
 import signal
 import sys
@@ -62,7 +63,7 @@ class Hub:
         if scope["type"] != "http":
             return
         if path == "/":
-            host = _host(scope).encode()
+            host = html.escape(_host(scope)).encode()  # the Host header is the client's word
             body = _INDEX.replace(b"HOST", host)
             status, content_type = 200, b"text/html; charset=utf-8"
         else:
