@@ -14,6 +14,25 @@ CLOSE_TIMEOUT = 5.0
 """How long closing a user's iterator may take on the way out (it runs shielded)."""
 
 
+def call_soon(callback: Callable[[], object]) -> None:
+    """Run ``callback`` on the running event loop's next turn (now, if there is none)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        loop.call_soon(callback)
+        return
+    try:
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+    except (ImportError, RuntimeError):
+        callback()  # no loop runs here (a finaliser, say): nobody can be waiting on it
+        return
+    token.run_sync_soon(callback)
+
+
 async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:
     """Call a user hook that may be sync or async."""
     result = func(*args)

@@ -24,6 +24,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from ._concurrency import call_soon
 from .frames import HEARTBEAT, ServerSentEvent, as_event
 
 if TYPE_CHECKING:
@@ -148,9 +149,8 @@ class SSEChannel:
             successor = self._evicted_from._readopt(self)
             if successor is not self:
                 return await successor.broadcast(event)
-        # The loop publishing now is the one to reach from other threads (re-read every
-        # time: a channel can outlive the event loop it was first used in).
-        self._token = anyio.lowlevel.current_token()
+        if self._token is None:  # for broadcast_from_thread; renewed once nobody listens
+            self._token = anyio.lowlevel.current_token()
         if self._backend is not None:
             return await self._backend.publish(self, event)
         return self._store(event)
@@ -211,13 +211,19 @@ class SSEChannel:
         return event
 
     def _wake_all(self) -> None:
+        """Wake every waiting listener, on the event loop's next turn.
+
+        Waking N waiters is O(N) work for the loop, whoever does it; deferring it keeps
+        ``broadcast`` itself O(1) (the caller does not pay for the fan-out), and a listener
+        that looks before then finds the new event in the ring anyway.
+        """
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
-            wakeup.set()
+            call_soon(wakeup.set)
         if self._linked:
             for linked in self._linked:
-                linked.set()
+                call_soon(linked.set)
             self._linked.clear()
 
     # -- subscribing -----------------------------------------------------------------------
@@ -319,9 +325,10 @@ class SSEChannel:
             clock.leader = None
             self._wake_all()  # someone else must take over timing the heartbeats
         if self._subscribers == 0:
-            # Nobody waits now: drop the wake-up event, which belongs to one event loop,
-            # so that the next listener (maybe on another loop) makes its own.
+            # Nobody waits now: drop the wake-up event and loop token, which belong to one
+            # event loop, so that the next user (maybe on another loop) makes its own.
             self._wake_all()
+            self._token = None
             if self._on_idle is not None:
                 self._on_idle(self)
 
