@@ -122,6 +122,8 @@ class SSEChannel:
         self._epoch = str(int(time.time() * 1000))
         self._wakeup: anyio.Event | None = None  # created by the first waiter, set by a publish
         self._linked: set[anyio.Event] = set()  # waits spanning several channels (merge.py)
+        self._joined_key: tuple[int, int] | None = None  # see _frames_from
+        self._joined: tuple[bytes, int] = (b"", 0)
         self._clocks: dict[float, _HeartbeatClock] = {}
         self._last_publish = -math.inf
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -209,6 +211,28 @@ class SSEChannel:
         self._last_publish = time.monotonic()
         self._wake_all()
         return event
+
+    def _frames_from(self, start: int) -> tuple[bytes, int]:
+        """The retained frames from sequence ``start`` on (about 256 KiB at most), joined,
+        and the next sequence number.
+
+        Listeners woken by the same publish stand at the same place: the first one joins
+        the frames, the rest reuse its bytes (the cache is keyed by the newest sequence
+        number too, so a publish invalidates it).
+        """
+        key = (start, self._seq)
+        if self._joined_key == key:
+            return self._joined
+        ring, capacity, end = self._ring, self.capacity, self._seq
+        seq, size, parts = start, 0, []
+        while seq <= end and size < _MAX_BATCH_BYTES:
+            frame = ring[seq % capacity]._encoded  # type: ignore[union-attr]
+            parts.append(frame)
+            size += len(frame)
+            seq += 1
+        joined = (parts[0] if len(parts) == 1 else b"".join(parts), seq)
+        self._joined_key, self._joined = key, joined
+        return joined
 
     def _wake_all(self) -> None:
         """Wake every waiting listener, on the event loop's next turn.
@@ -403,11 +427,13 @@ class _Listener:
     async def next_frames(self) -> bytes:
         """Every frame ready now, as one bytes object (waiting for at least one)."""
         while True:
-            events = self._take_ready()
-            if events:
-                if len(events) == 1:
-                    return events[0]._encoded
-                return b"".join([event._encoded for event in events])
+            notice = self._notice()
+            channel = self._channel
+            if self._next <= channel._seq:
+                frames, self._next = channel._frames_from(self._next)
+                return notice._encoded + frames if notice is not None else frames
+            if notice is not None:
+                return notice._encoded
             if self._heartbeat_due():
                 return _HEARTBEAT_FRAME
             await self._wait()

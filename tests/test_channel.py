@@ -583,3 +583,18 @@ async def test_first_heartbeat_waits_a_full_interval() -> None:
     assert scope.cancelled_caught  # nothing yet: idle for only half the interval
     assert await listener.__anext__() == HEARTBEAT
     await listener.aclose()
+
+
+async def test_listeners_at_the_same_place_share_one_joined_batch() -> None:
+    ch = SSEChannel("c")
+    first, second = ch.listen(), ch.listen()
+    for i in range(3):
+        await ch.broadcast(str(i))
+    batch = await first.next_frames()
+    assert await second.next_frames() is batch  # joined once, reused
+    await ch.broadcast("3")
+    third = ch.listen(from_oldest=True)
+    assert await first.next_frames() == ch.history()[-1].encode()  # type: ignore[index]
+    assert await third.next_frames() == batch + ch.history()[-1].encode()  # type: ignore[index]
+    for listener in (first, second, third):
+        await listener.aclose()

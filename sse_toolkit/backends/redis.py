@@ -47,7 +47,8 @@ log = logging.getLogger("sse_toolkit.redis")
 
 _FIRST_DELAY: Final = 0.05
 _MAX_DELAY: Final = 5.0
-_READ_COUNT: Final = 1000
+_MAX_CONNECTIONS: Final = 64
+_READ_COUNT: Final = 100  # bounds the loop's stall parsing one reply after a burst
 
 
 class RedisBackend(Backend):
@@ -203,7 +204,7 @@ class RedisBackend(Backend):
         return self._client
 
     def _connect(self, *, timeout: float) -> Redis:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -217,8 +218,12 @@ class RedisBackend(Backend):
             # Redis closed while idle (a restart, CLIENT KILL, its `timeout`), so the next
             # publish failed with BackendUnavailable although Redis was up again.
             options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-        return Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            # Publishes beyond this many at once wait for a connection (up to the connect
+            # timeout) instead of failing as the default pool does past its size.
+            max_connections=_MAX_CONNECTIONS,
+            timeout=self.connect_timeout,
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=timeout,
             # No retries inside redis-py: a retried XADD whose reply was lost would store
@@ -226,6 +231,7 @@ class RedisBackend(Backend):
             retry=Retry(NoBackoff(), 0),
             **options,
         )
+        return Redis(connection_pool=pool)
 
     def _key(self, channel: str) -> str:
         return f"{self.prefix}{channel}"
@@ -300,7 +306,7 @@ def _unavailable(exc: Exception) -> Exception:
     from redis.exceptions import ConnectionError, TimeoutError
 
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-        return BackendUnavailable(f"Redis is unreachable: {exc}")
+        return BackendUnavailable(f"Redis is unavailable: {exc}")
     return exc
 
 
