@@ -213,26 +213,36 @@ class SSEChannel:
         return event
 
     def _frames_from(self, start: int) -> tuple[bytes, int]:
-        """The retained frames from sequence ``start`` on (about 256 KiB at most), joined,
-        and the next sequence number.
+        """The retained frames from sequence ``start`` on (one batch), joined, and the
+        next sequence number.
 
         Listeners woken by the same publish stand at the same place: the first one joins
         the frames, the rest reuse its bytes (the cache is keyed by the newest sequence
         number too, so a publish invalidates it).
         """
         key = (start, self._seq)
-        if self._joined_key == key:
-            return self._joined
+        if self._joined_key != key:
+            events = self._batch_from(start)
+            frames = (
+                events[0]._encoded
+                if len(events) == 1
+                else b"".join([event._encoded for event in events])
+            )
+            self._joined_key, self._joined = key, (frames, start + len(events))
+        return self._joined
+
+    def _batch_from(self, start: int) -> list[ServerSentEvent]:
+        """The retained events from sequence ``start`` on, about 256 KiB at most."""
         ring, capacity, end = self._ring, self.capacity, self._seq
-        seq, size, parts = start, 0, []
+        events: list[ServerSentEvent] = []
+        size = 0
+        seq = start
         while seq <= end and size < _MAX_BATCH_BYTES:
-            frame = ring[seq % capacity]._encoded  # type: ignore[union-attr]
-            parts.append(frame)
-            size += len(frame)
+            event: ServerSentEvent = ring[seq % capacity]  # type: ignore[assignment]
+            events.append(event)
+            size += len(event._encoded)
             seq += 1
-        joined = (parts[0] if len(parts) == 1 else b"".join(parts), seq)
-        self._joined_key, self._joined = key, joined
-        return joined
+        return events
 
     def _wake_all(self) -> None:
         """Wake every waiting listener, on the event loop's next turn.
@@ -439,25 +449,14 @@ class _Listener:
             await self._wait()
 
     def _take_ready(self) -> list[ServerSentEvent]:
-        """The events ready now, notices first, without waiting (about 256 KiB at most).
+        """The events ready now, notices first, without waiting (one batch at most).
 
         Raises StopAsyncIteration once the listener is finished.
         """
         notice = self._notice()
-        events = [notice] if notice is not None else []
-        channel = self._channel
-        end = channel._seq
-        seq = self._next
-        if seq <= end:
-            ring, capacity = channel._ring, channel.capacity
-            size = 0
-            while seq <= end and size < _MAX_BATCH_BYTES:
-                event: ServerSentEvent = ring[seq % capacity]  # type: ignore[assignment]
-                events.append(event)
-                size += len(event._encoded)
-                seq += 1
-            self._next = seq
-        return events
+        events = self._channel._batch_from(self._next)
+        self._next += len(events)
+        return [notice, *events] if notice is not None else events
 
     def _notice(self) -> ServerSentEvent | None:
         """A reset or lag notice owed to this listener; raises StopAsyncIteration at the end."""
