@@ -25,7 +25,6 @@ import platform
 import re
 import statistics
 import sys
-import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import sse_starlette
+from _common import CLOCKS, add_clock_option
 from sse_starlette.sse import ServerSentEvent as StarletteEvent
 
 import sse_toolkit
@@ -100,9 +100,6 @@ def parse(frame: bytes) -> dict[str, Any]:
     return fields
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
 def frames_per_second(fn: Encoder, number: int, clock: Callable[[], float]) -> float:
     gc.collect()
     return number / timeit.Timer(fn, timer=clock).timeit(number)  # gc is off while timing
@@ -113,12 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=11, help="rounds per side (best is kept)")
     parser.add_argument("--number", type=int, default=20_000, help="frames per timing")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 10,000 frames")
-    parser.add_argument(
-        "--clock",
-        choices=tuple(CLOCKS),
-        default="wall",
-        help="wall (perf_counter) or cpu (process_time: less hurt by other busy processes)",
-    )
+    add_clock_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.number = 3, 10_000

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import anyio
 import sse_starlette
+from _common import CLOCKS, add_clock_option
 from sse_starlette.sse import EventSourceResponse
 from sse_starlette.sse import ServerSentEvent as StarletteEvent
 
@@ -58,7 +59,6 @@ import sse_toolkit
 from sse_toolkit import EventStreamResponse, ServerSentEvent
 
 SIDES = ("sse_toolkit", "sse-starlette", "bare loop")
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
 SCENARIOS = ("burst", "yield", "slow-send")
 SCOPE: dict[str, Any] = {
@@ -179,12 +179,7 @@ def main() -> None:
     parser.add_argument(
         "--scenario", choices=(*SCENARIOS, "all"), default="all", help="which scenario"
     )
-    parser.add_argument(
-        "--clock",
-        choices=tuple(CLOCKS),
-        default="wall",
-        help="wall (perf_counter) or cpu (process_time: less hurt by other busy processes)",
-    )
+    add_clock_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.events = 3, 5_000
