@@ -467,3 +467,28 @@ async def test_backend_down_when_a_channel_is_first_used_is_503(method: str) -> 
     assert client.status == 503
     assert client.headers["retry-after"] == "1"
     assert await manager.list_channels() == []  # not kept half-attached
+
+
+@pytest.mark.parametrize("host", ["starlette", "lilya"])
+async def test_host_lifespan_through_asgi_lifespan_ends_streams(host: str) -> None:
+    """Hosts do not forward lifespan to mounted apps: `sse.lifespan` plugs into theirs."""
+    manager = ChannelManager()
+    sse = SSEApp(manager, heartbeat_interval=None)
+    if host == "starlette":
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        app: Any = Starlette(routes=[Mount("/sse", app=sse)], lifespan=sse.lifespan)
+    else:
+        from lilya.apps import Lilya
+        from lilya.routing import Include
+
+        app = Lilya(routes=[Include("/sse", app=sse)], lifespan=sse.lifespan)
+    client = Client(path="/sse/c")
+    async with anyio.create_task_group() as tg:
+        async with LifespanManager(app):
+            tg.start_soon(app, client.scope, client.receive, client.send)
+            await wait_subscribers(manager, "c", 1)
+        await client.wait_for(lambda: client.finished)
+    assert client.status == 200
+    assert await manager.list_channels() == []
