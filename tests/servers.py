@@ -31,7 +31,8 @@ def serve(
         with _uvicorn(app, lifespan, sse_server=server == "uvicorn-sse", port=port) as url:
             yield url
     elif server.startswith("hypercorn-"):
-        with _hypercorn(app, server.removeprefix("hypercorn-"), lifespan) as url:
+        worker, _, sse = server.removeprefix("hypercorn-").partition("-")
+        with _hypercorn(app, worker, lifespan, sse_trigger=sse == "sse") as url:
             yield url
     else:
         raise ValueError(f"unknown server {server!r}")
@@ -71,8 +72,13 @@ def _uvicorn(app: Any, lifespan: str, *, sse_server: bool = False, port: int = 0
 
 
 @contextmanager
-def _hypercorn(app: Any, worker: str, lifespan: str) -> Iterator[str]:
+def _hypercorn(app: Any, worker: str, lifespan: str, *, sse_trigger: bool = False) -> Iterator[str]:
+    """hypercorn; with ``sse_trigger``, shut down through sse_toolkit's trigger."""
     from hypercorn.config import Config
+
+    from sse_toolkit.contrib.hypercorn import shutdown_trigger
+
+    managers = getattr(app, "sse_managers", ())
 
     port = free_port()
     config = Config()
@@ -98,10 +104,13 @@ def _hypercorn(app: Any, worker: str, lifespan: str) -> Iterator[str]:
                         while not stop.is_set():
                             await trio.sleep(0.02)
 
+                    stopping = (
+                        shutdown_trigger(trigger, managers=managers) if sse_trigger else trigger
+                    )
                     async with trio.open_nursery() as nursery:
                         await nursery.start(
                             lambda task_status: trio_serve(
-                                app, config, shutdown_trigger=trigger, task_status=task_status
+                                app, config, shutdown_trigger=stopping, task_status=task_status
                             )
                         )
                         started.set()
@@ -117,8 +126,11 @@ def _hypercorn(app: Any, worker: str, lifespan: str) -> Iterator[str]:
                         while not stop.is_set():
                             await asyncio.sleep(0.02)
 
+                    stopping = (
+                        shutdown_trigger(trigger, managers=managers) if sse_trigger else trigger
+                    )
                     task = asyncio.ensure_future(
-                        asyncio_serve(app, config, shutdown_trigger=trigger)
+                        asyncio_serve(app, config, shutdown_trigger=stopping)
                     )
                     while not _port_open(port):
                         if task.done():

@@ -74,7 +74,7 @@ def hosted(framework: str, server: str, **options: Any) -> Iterator[tuple[str, C
     options.setdefault("heartbeat_interval", None)
     sse = SSEApp(manager, allow_publish=True, **options)
     app = mount(framework, sse)
-    if server == "uvicorn-sse":
+    if server.endswith("-sse"):
         app = _Tagged(app, [manager])
     with serve(app, server, lifespan="on") as url:
         yield f"{url}{PREFIX}", manager
@@ -207,12 +207,23 @@ def test_token_expiry_ends_the_stream_cleanly(framework: str, server: str) -> No
         assert ok.status_code == 202
 
 
-@pytest.mark.parametrize("framework", ["starlette", "lilya", "fastapi", "bare"])
-def test_shutdown_ends_open_streams_cleanly(framework: str) -> None:
-    """uvicorn waits for responses before its lifespan shutdown; sse_toolkit's uvicorn
-    Server closes the manager first, so every open stream ends with a clean end of body."""
+@pytest.mark.parametrize(
+    ("framework", "server"),
+    [
+        ("starlette", "uvicorn-sse"),
+        ("lilya", "uvicorn-sse"),
+        ("fastapi", "uvicorn-sse"),
+        ("bare", "uvicorn-sse"),
+        ("starlette", "hypercorn-trio-sse"),
+        ("lilya", "hypercorn-asyncio-sse"),
+    ],
+)
+def test_shutdown_ends_open_streams_cleanly(framework: str, server: str) -> None:
+    """uvicorn and hypercorn wait for responses before their lifespan shutdown; sse_toolkit's
+    uvicorn Server and hypercorn trigger close the manager first, so every open stream ends
+    with a clean end of body."""
     results: list[bytes | BaseException] = []
-    with hosted(framework, "uvicorn-sse") as (url, manager):
+    with hosted(framework, server) as (url, manager):
 
         def read() -> None:
             try:
