@@ -188,16 +188,7 @@ class SSEChannel:
             raise ChannelClosed(f"channel {self.name!r} is closed")
         seq = self._seq + 1
         if event.id is None:
-            event_id = f"{self._epoch}-{seq}"
-            # The id line comes first in a frame, so adding it is a prefix, not a re-encode.
-            event = ServerSentEvent._from_encoded(
-                f"id: {event_id}\n".encode() + event._encoded,
-                event.data,
-                event=event.event,
-                id=event_id,
-                retry=event.retry,
-                comment=event.comment,
-            )
+            event = event._with_id(f"{self._epoch}-{seq}")
         capacity = self.capacity
         slot = seq % capacity
         evicted = self._ring[slot]

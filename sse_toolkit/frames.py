@@ -24,6 +24,7 @@ __all__ = [
     "as_event",
     "encode",
     "frame_bytes",
+    "id_line",
     "json_compact",
 ]
 
@@ -111,7 +112,7 @@ def encode(
             id = _single_line("id", id)
         if "\0" in id:
             raise ValueError(f"id must not contain NUL (browsers ignore such an id): {id!r}")
-        id_line = f"id: {id}\n" if id else "id:\n"
+        id_line = _id_text(id)
     if comment is None:
         comment_lines = ""
     elif isinstance(comment, str):
@@ -146,6 +147,18 @@ def encode(
         fields = {"comment": comment, "event": event, "id": id, "data": data}
         bad = next(name for name, value in fields.items() if not _is_utf8(value, json_dumps))
         raise ValueError(f"{bad} must be valid Unicode text (it holds a lone surrogate)") from None
+
+
+def _id_text(event_id: str) -> str:
+    # Every frame starts with its id line, so that giving a stored frame an id (a channel
+    # numbering its events, a backend's stream id, a merged stream's composite id) is a
+    # prefix and taking it away is a slice: see `id_line`.
+    return f"id: {event_id}\n" if event_id else "id:\n"
+
+
+def id_line(event_id: str) -> bytes:
+    """The first line of a frame whose id is ``event_id`` (already validated)."""
+    return _id_text(event_id).encode()
 
 
 def _is_utf8(value: Any, json_dumps: JSONDumps | None) -> bool:
@@ -225,6 +238,17 @@ class ServerSentEvent:
     def encode(self) -> bytes:
         """The frame's bytes (computed once, at construction)."""
         return self._encoded
+
+    def _with_id(self, event_id: str) -> ServerSentEvent:
+        """This id-less event with an id assigned by its store: a prefix, not a re-encode."""
+        return ServerSentEvent._from_encoded(
+            id_line(event_id) + self._encoded,
+            self.data,
+            event=self.event,
+            id=event_id,
+            retry=self.retry,
+            comment=self.comment,
+        )
 
     def replace(self, **changes: Any) -> ServerSentEvent:
         """A copy with some fields changed (``ev.replace(id="7")``), validated like a new one."""

@@ -19,7 +19,7 @@ import anyio
 import anyio.lowlevel
 
 from .channel import SSEChannel, _Listener
-from .frames import HEARTBEAT, ServerSentEvent
+from .frames import HEARTBEAT, ServerSentEvent, id_line
 
 __all__ = ["MergedListener", "decode_positions", "encode_positions"]
 
@@ -118,9 +118,9 @@ class MergedListener:
         if event.id is None:  # a notice: it must not move the client's Last-Event-ID
             return frame
         self._positions[name] = event.id
-        # Stored frames start with their id line; swap it for the composite one.
-        body = frame[frame.index(b"\n") + 1 :]
-        return f"id: {encode_positions(self._positions)}\n".encode() + body
+        # Stored frames start with their id line: swap it for the composite one.
+        body = frame[len(id_line(event.id)) :]
+        return id_line(encode_positions(self._positions)) + body
 
     async def _wait_any(self) -> bool:
         """Wait for any channel to publish or close; True if a heartbeat is due instead."""

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio.lowlevel
 
+from ..frames import ServerSentEvent, id_line
 from .base import Backend, BackendUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from ..channel import SSEChannel
-    from ..frames import ServerSentEvent
 
 __all__ = ["RedisBackend"]
 
@@ -333,8 +333,6 @@ def _fields(event: ServerSentEvent) -> dict[Any, Any]:
 
 
 def _event(entry_id: str, fields: Any) -> ServerSentEvent:
-    from ..frames import ServerSentEvent
-
     def get(name: str) -> str | None:
         value = fields.get(name, fields.get(name.encode()))
         return None if value is None else _text(value)
@@ -346,7 +344,7 @@ def _event(entry_id: str, fields: Any) -> ServerSentEvent:
     data = text if kind == "s" else json.loads(text) if kind == "j" and text is not None else None
     retry = get("r")
     return ServerSentEvent._from_encoded(
-        f"id: {entry_id}\n".encode() + bytes(frame),
+        id_line(entry_id) + bytes(frame),
         data,
         event=get("e"),
         id=entry_id,
