@@ -15,20 +15,25 @@ One stream runs as a small task group:
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._concurrency import Wakeup, aclose_quietly, call_maybe_async
+from ._concurrency import CLOSE_TIMEOUT, Wakeup, aclose_quietly, call_maybe_async
 from ._types import FrameBatches, Message, Receive, Scope, Send
 from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
 
-__all__ = ["EventStreamResponse"]
+__all__ = ["SYNC_CLOSE_TIMEOUT", "EventStreamResponse"]
+
+log = logging.getLogger("sse_toolkit.response")
 
 Content = AsyncIterable[Any] | Iterable[Any]
 DisconnectHook = Callable[[], Awaitable[None] | None]
@@ -54,6 +59,13 @@ _DEFAULT_HEADERS: Final = {
 _HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
 _FINAL_SEND_TIMEOUT: Final = 5.0
 _DONE: Final = object()
+# What a server's send or receive raises when the client is gone: OSError (uvicorn's
+# ClientDisconnected is one), or a closed anyio stream (Starlette's BaseHTTPMiddleware).
+# Anything else also ends the stream as a drop, but is logged: it is a bug somewhere.
+_GONE_ERRORS: Final = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+SYNC_CLOSE_TIMEOUT = CLOSE_TIMEOUT
+"""How long closing a sync iterator waits for the ``next()`` running in its worker thread."""
 
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -159,16 +171,8 @@ class _Stream:
         try:
             if not batches:
                 iterator = _iterate(content)
-            start: Message = {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": response.raw_headers,
-            }
-            if not await self._send_or_drop(start):
-                return
-            if head_only:
-                await self._send_or_drop({"type": "http.response.body", "body": b""})
-                return
+            # One scope from the first message on: the watcher sees a disconnect, and the
+            # watchdog a stuck send, even while ``http.response.start`` is being sent.
             async with anyio.create_task_group() as tg:
                 self.cancel_scope = tg.cancel_scope
                 tg.start_soon(self._watch_disconnect)
@@ -180,13 +184,7 @@ class _Stream:
                 if self.watched:
                     tg.start_soon(self._watchdog, not batches)
                 try:
-                    if response.retry_frame is not None:
-                        await self._send_body(response.retry_frame)
-                    if batches:
-                        await self._stream_batches(content)  # type: ignore[arg-type]
-                    else:
-                        tg.start_soon(self._produce, iterator)
-                        await self._drain()
+                    await self._respond(head_only, iterator, tg)
                 except Exception as exc:
                     self.error = exc
                 tg.cancel_scope.cancel()  # stop the helpers: the body is complete
@@ -201,34 +199,68 @@ class _Stream:
                 with anyio.CancelScope(shield=True):
                     await call_maybe_async(response.on_disconnect)
 
+    async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:
+        """Everything before the final body message: start, retry, the events."""
+        response = self.response
+        start: Message = {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+        if not await self._send_or_drop(start):
+            await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
+            return
+        if head_only:
+            return
+        if response.retry_frame is not None:
+            await self._send_body(response.retry_frame)
+        if isinstance(iterator, FrameBatches):
+            await self._stream_batches(iterator)
+        else:
+            tg.start_soon(self._produce, iterator)
+            await self._drain()
+
     # -- sending ---------------------------------------------------------------------------
 
     async def _send_or_drop(self, message: Message) -> bool:
+        """Send one message; False when the client is gone (the stream is being cancelled)."""
+        if not self.watched:
+            try:
+                await self.send(message)
+            except Exception as exc:
+                self._drop(exc)
+                return False
+            return True
+        self.send_started = time.monotonic()
         try:
             await self.send(message)
-        except OSError:  # the server's way of saying the client is gone
-            self._drop()
+        except Exception as exc:
+            self._drop(exc)
             return False
+        finally:
+            self.last_activity = time.monotonic()
+            self.send_started = None
         return True
 
     async def _send_body(self, chunk: bytes) -> None:
         if not self.watched:  # nobody reads the clock: skip it and the helper coroutine
             try:
                 await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except OSError:  # the server's way of saying the client is gone
-                self._drop()
-                await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
-            return
-        self.send_started = time.monotonic()
-        sent = await self._send_or_drop(
+                return
+            except Exception as exc:
+                self._drop(exc)
+        elif await self._send_or_drop(
             {"type": "http.response.body", "body": chunk, "more_body": True}
-        )
-        self.last_activity = time.monotonic()
-        self.send_started = None
-        if not sent:
-            await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
+        ):
+            return
+        await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
 
-    def _drop(self) -> None:
+    def _drop(self, error: BaseException | None = None) -> None:
+        """The client is gone (or a send or receive failed, which means the same here)."""
+        if error is not None and not isinstance(error, _GONE_ERRORS):
+            log.warning(
+                "dropping the client: the ASGI server's send or receive failed", exc_info=error
+            )
         self.disconnected = True
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
@@ -274,14 +306,15 @@ class _Stream:
                 for item in iterator:  # type: ignore[attr-defined]
                     if self._push(item):
                         await self._wait_for_space()
-            else:  # any other sync iterator may block: read it in a worker thread
-                while (item := await _next_in_thread(iterator)) is not _DONE:
+            else:  # any other sync iterator may block: it is read in worker threads
+                read = iterator.next  # type: ignore[attr-defined]
+                while (item := await read()) is not _DONE:
                     if self._push(item):
                         await self._wait_for_space()
         except Exception as exc:
+            # The source failed: the sender sends what it yielded before, then the error
+            # propagates (and the body is left unfinished, so the client sees it broke).
             self.error = exc
-            if self.cancel_scope is not None:
-                self.cancel_scope.cancel()
         finally:
             self.done = True
             self.data_ready.wake()
@@ -299,13 +332,15 @@ class _Stream:
         await self.space_ready.wait()
 
     async def _watch_disconnect(self) -> None:
+        receive = self.receive
         try:
-            while True:
-                message = await self.receive()
-                if message["type"] == "http.disconnect":
-                    break
-        except OSError:
-            pass
+            while (await receive())["type"] != "http.disconnect":
+                # A server's receive blocks once the request body is read; one that
+                # returns at once forever must still not starve the stream.
+                await anyio.lowlevel.checkpoint()
+        except Exception as exc:  # a receive that fails cannot tell us anything more
+            self._drop(exc)
+            return
         self._drop()
 
     async def _watchdog(self, heartbeats: bool) -> None:
@@ -346,7 +381,10 @@ def _iterate(content: Content) -> object:
     if isinstance(content, AsyncIterable):
         return content.__aiter__()
     if isinstance(content, Iterable):
-        return iter(content)
+        iterator = iter(content)
+        if isinstance(iterator, _IN_MEMORY_ITERATORS):
+            return iterator
+        return _ThreadedIterator(iterator)
     raise TypeError(
         f"EventStreamResponse content must be an iterable or async iterable, "
         f"not {type(content).__name__}"
@@ -356,5 +394,58 @@ def _iterate(content: Content) -> object:
 _IN_MEMORY_ITERATORS: Final[tuple[type, ...]] = (type(iter([])), type(iter(())))
 
 
-async def _next_in_thread(iterator: Any) -> Any:
-    return await anyio.to_thread.run_sync(next, iterator, _DONE, abandon_on_cancel=True)
+class _ThreadedIterator:
+    """A sync iterator that may block, read (and closed) in worker threads.
+
+    A generator cannot be closed while a thread runs its ``next()`` ("generator already
+    executing"), and no thread can be interrupted. So the thread that runs ``next()`` holds
+    a lock, and closing takes the lock in a worker thread: it waits for the ``next()`` in
+    flight (a cancelled read is abandoned, not waited for), up to `SYNC_CLOSE_TIMEOUT`.
+    Past that the response goes on, and the thread still in ``next()`` closes the iterator
+    itself as soon as ``next()`` returns. A ``next()`` that never returns keeps its worker
+    thread, and the iterator stays open, for as long as it blocks.
+    """
+
+    __slots__ = ("_closed", "_closing", "_iterator", "_lock")
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self._iterator = iterator
+        self._lock = threading.Lock()
+        self._closing = False  # set once: whoever holds the lock next closes the iterator
+        self._closed = False
+
+    async def next(self) -> Any:
+        """The next item, or ``_DONE``; a cancelled read goes on in its thread (see above)."""
+        return await anyio.to_thread.run_sync(self._next_locked, abandon_on_cancel=True)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        await anyio.to_thread.run_sync(self._close_when_idle, abandon_on_cancel=True)
+
+    def _next_locked(self) -> Any:
+        with self._lock:
+            if self._closing:
+                self._close()
+                return _DONE
+            try:
+                return next(self._iterator, _DONE)
+            finally:
+                if self._closing:  # closed meanwhile: this read was abandoned
+                    try:
+                        self._close()
+                    except Exception:
+                        log.exception("closing the sync iterator %r failed", self._iterator)
+
+    def _close_when_idle(self) -> None:
+        if self._lock.acquire(timeout=SYNC_CLOSE_TIMEOUT):
+            try:
+                self._close()
+            finally:
+                self._lock.release()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()

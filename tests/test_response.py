@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from sse_toolkit import EventStreamResponse, ServerSentEvent, encode
@@ -379,3 +381,90 @@ async def test_max_duration_ends_the_body_cleanly() -> None:
     assert client.finished  # a clean end of body, not a truncated stream
     assert source.closed.is_set()
     assert hook == []  # the client did not leave: the server ended it
+
+
+class BlockedSyncSource:
+    """A sync generator that yields once, then blocks its worker thread until released;
+    its ``finally`` records that it ran (issue 8, defect 19)."""
+
+    def __init__(self) -> None:
+        self.blocked = threading.Event()  # the generator sits in its blocking call
+        self.release = threading.Event()
+        self.finally_ran = threading.Event()
+        self.finally_thread: int | None = None
+
+    def gen(self, *, sleep: float | None = None) -> Iterator[str]:
+        try:
+            yield "a"
+            self.blocked.set()
+            if sleep is not None:
+                time.sleep(sleep)
+            else:
+                self.release.wait(WAIT)
+            yield "b"
+        finally:
+            self.finally_thread = threading.get_ident()
+            self.finally_ran.set()
+
+
+async def wait_for_thread_event(event: threading.Event) -> None:
+    """Wait on a threading.Event without blocking the loop (bounded)."""
+    assert await anyio.to_thread.run_sync(event.wait, WAIT)
+
+
+@pytest.mark.parametrize("blocked_in", ["event", "sleep"])
+async def test_sync_generator_blocked_in_next_is_closed_on_disconnect(blocked_in: str) -> None:
+    source = BlockedSyncSource()
+    client = Client()
+    hook: list[bool] = []
+    response = EventStreamResponse(
+        source.gen(sleep=0.2 if blocked_in == "sleep" else None),
+        on_disconnect=lambda: hook.append(True),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, response, client)
+        await client.wait_for(lambda: b"data: a" in client.body)
+        await wait_for_thread_event(source.blocked)
+        client.disconnect.set()
+        if blocked_in == "event":
+            # The generator cannot be closed while its thread is inside next(): it is closed
+            # as soon as that next() returns. (The pause only lets the disconnect land while
+            # the thread is blocked; the test holds without it, it just proves less.)
+            await anyio.sleep(0.05)
+            source.release.set()
+    # The response waited (bounded) for next() to return, then closed the generator.
+    assert source.finally_ran.wait(WAIT), "the sync generator's finally never ran"
+    assert source.finally_thread != threading.get_ident()  # never on the event loop
+    assert b"data: b" not in client.body
+    assert hook == [True]
+
+
+async def test_sync_generator_blocked_past_the_bound_is_closed_when_next_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A next() that outlasts the close bound: the response returns after the bound, and the
+    worker thread closes the generator when its next() finally returns."""
+    from sse_toolkit import response as response_module
+
+    monkeypatch.setattr(response_module, "SYNC_CLOSE_TIMEOUT", 0.1)
+    source = BlockedSyncSource()
+    client = Client()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, EventStreamResponse(source.gen()), client)
+        await client.wait_for(lambda: b"data: a" in client.body)
+        await wait_for_thread_event(source.blocked)
+        client.disconnect.set()
+    assert not source.finally_ran.is_set()  # still blocked: the response did not wait forever
+    source.release.set()
+    assert source.finally_ran.wait(WAIT), "the worker thread did not close the generator"
+
+
+async def test_sync_generator_closed_on_outside_cancellation_while_blocked() -> None:
+    source = BlockedSyncSource()
+    client = Client()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, EventStreamResponse(source.gen(sleep=0.2)), client)
+        await client.wait_for(lambda: b"data: a" in client.body)
+        await wait_for_thread_event(source.blocked)
+        tg.cancel_scope.cancel()
+    assert source.finally_ran.wait(WAIT)
