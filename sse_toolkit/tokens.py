@@ -76,23 +76,27 @@ def create_token(
 
 
 def verify_token(secret: str | bytes, token: str, *, now: float | None = None) -> TokenClaims:
-    """The claims of a valid token; raises `InvalidToken` otherwise."""
+    """The claims of a valid token; raises `InvalidToken` otherwise, whatever ``token`` holds."""
+    if not secret:
+        raise ValueError("secret must not be empty")
+    # A token is client input: any characters may arrive. Only ASCII can be ours, and
+    # hmac.compare_digest raises TypeError on non-ASCII str, so refuse those first.
+    if not isinstance(token, str) or not token.isascii():
+        raise InvalidToken("malformed token")
     payload, dot, signature = token.partition(".")
     if not dot or not payload or not signature:
         raise InvalidToken("malformed token")
-    try:
-        expected = _signature(secret, payload)
-    except UnicodeEncodeError:
-        raise InvalidToken("malformed token") from None
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(_signature(secret, payload).encode(), signature.encode()):
         raise InvalidToken("bad token signature")
     try:
         claims = json.loads(_unb64(payload))
         channels = tuple(claims["ch"])
         actions = tuple(claims["act"])
         expires = float(claims["exp"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise InvalidToken("malformed token claims") from None
+    if not all(isinstance(item, str) for item in channels + actions) or expires != expires:
+        raise InvalidToken("malformed token claims")
     if (time.time() if now is None else now) >= expires:
         raise InvalidToken("token expired")
     return TokenClaims(channels=channels, actions=actions, expires=expires)

@@ -492,3 +492,283 @@ async def test_host_lifespan_through_asgi_lifespan_ends_streams(host: str) -> No
         await client.wait_for(lambda: client.finished)
     assert client.status == 200
     assert await manager.list_channels() == []
+
+
+# -- issue 8: the HTTP surface under adversaries -------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_caller_set_id_on_a_redis_backed_app_is_a_json_400_naming_the_field() -> None:
+    import uuid
+
+    from sse_toolkit.backends.redis import RedisBackend
+
+    from .conftest import redis_url
+
+    manager = ChannelManager(backend=RedisBackend(redis_url(), prefix=f"test-{uuid.uuid4().hex}:"))
+    app = SSEApp(manager, allow_publish=True)
+    try:
+        client = await call(app, publish_client("c", {"data": 1, "id": "mine"}))
+        assert client.status == 400
+        assert client.headers["content-type"] == "application/json"
+        assert client.json()["error"].startswith("id")
+        assert (await call(app, publish_client("c", {"data": 1}))).status == 202
+    finally:
+        with anyio.CancelScope(shield=True):
+            await manager.close()
+
+
+class RefusingBackend(Backend):
+    """A backend that refuses an event because of what it holds (as Redis refuses ids)."""
+
+    async def publish(self, channel: Any, event: Any) -> Any:
+        raise ValueError("event: this backend refuses it")
+
+
+async def test_an_event_a_backend_refuses_is_400_not_500() -> None:
+    app = SSEApp(ChannelManager(backend=RefusingBackend()), allow_publish=True)
+    client = await call(app, publish_client("c", {"data": 1}))
+    assert client.status == 400
+    assert client.json() == {"error": "event: this backend refuses it"}
+
+
+@pytest.mark.parametrize(
+    "where, token",
+    [
+        ("header", "abc.d\u00e9f"),  # latin-1 bytes in the header
+        ("header", "\u00ff\u00fe.\u00e9"),
+        ("query", "abc.%C3%A9%E2%82%AC"),  # UTF-8 percent-encoded, non-ASCII once decoded
+        ("query", "abc.%FF%FE"),  # not UTF-8 at all
+        ("cookie", "abc.d\u00e9f"),
+        ("header", "." * 3),
+        ("header", "a.b.c.d"),
+    ],
+)
+async def test_any_token_bytes_are_401_never_500(where: str, token: str) -> None:
+    app = SSEApp(ChannelManager(), secret=SECRET)
+    client = Client(path="/c")
+    if where == "header":
+        client.scope["headers"] = [(b"authorization", b"Bearer " + token.encode("latin-1"))]
+    elif where == "cookie":
+        client.scope["headers"] = [(b"cookie", b"sse_token=" + token.encode("latin-1"))]
+    else:
+        client.scope["query_string"] = b"token=" + token.encode()
+    await call(app, client)
+    assert client.status == 401
+    assert isinstance(client.json()["error"], str)
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+@pytest.mark.parametrize("where", ["body", "data"])
+async def test_deeply_nested_json_is_400(depth: int, where: str) -> None:
+    app = SSEApp(ChannelManager(), allow_publish=True, max_body_size=1024 * 1024)
+    nested = b"[" * depth + b"]" * depth
+    body = nested if where == "body" else b'{"data": ' + nested + b"}"
+    client = await call(app, publish_client("c", body))
+    assert client.status == 400
+    assert "deep" in client.json()["error"]
+
+
+async def test_concurrent_streams_cannot_bypass_max_subscribers_per_client() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_subscribers_per_client=2, heartbeat_interval=None)
+    clients = [Client(path=f"/c{i}") for i in range(20)]
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, client.scope, client.receive, client.send)
+        for client in clients:
+            await client.wait_for(lambda c=client: bool(c.messages))
+        statuses = sorted(c.status for c in clients)
+        assert statuses == [200] * 2 + [429] * 18
+        for client in clients:
+            client.disconnect.set()
+    assert manager.stats()["subscribers"] == 0
+    again = Client(path="/c")
+    async with Stream(app, again):
+        await again.wait_for(lambda: bool(again.messages))
+        assert again.status == 200
+
+
+async def test_concurrent_streams_cannot_bypass_max_subscribers_per_channel() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_subscribers_per_channel=3, heartbeat_interval=None)
+    clients = [Client(path="/room") for i in range(20)]
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, client.scope, client.receive, client.send)
+        for client in clients:
+            await client.wait_for(lambda c=client: bool(c.messages))
+        assert sorted(c.status for c in clients) == [200] * 3 + [429] * 17
+        for client in clients:
+            client.disconnect.set()
+    assert manager.stats()["subscribers"] == 0
+
+
+async def test_subscribers_alone_cannot_make_publishing_fail() -> None:
+    manager = ChannelManager(max_channels=32)
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    clients = [
+        Client(path="/", query="&".join(f"channel=s{i}-{j}" for j in range(16))) for i in range(8)
+    ]
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, client.scope, client.receive, client.send)
+        for client in clients:
+            await client.wait_for(lambda c=client: bool(c.messages))
+        for n in range(8):
+            published = await call(app, publish_client(f"fresh-{n}", {"data": n}))
+            assert published.status == 202, published.body
+        for client in clients:
+            client.disconnect.set()
+
+
+async def test_safe_defaults() -> None:
+    app = SSEApp(ChannelManager())
+    assert app.limits.max_subscribers_per_client == 1000
+    assert app.limits.max_channels_per_stream == 16
+    assert app.limits.max_last_event_id_length == 4096
+
+
+@pytest.mark.parametrize(
+    "options, parameter",
+    [
+        ({"secret": ""}, "secret"),
+        ({"secret": b""}, "secret"),
+        ({"secret": 42}, "secret"),
+        ({"secret": SECRET, "token_required_for": ("subscibe",)}, "token_required_for"),
+        ({"secret": SECRET, "token_required_for": ()}, "token_required_for"),
+        ({"token_required_for": ("publish",)}, "token_required_for"),
+        ({"heartbeat_interval": 0}, "heartbeat_interval"),
+        ({"heartbeat_interval": -1.0}, "heartbeat_interval"),
+        ({"heartbeat_interval": float("nan")}, "heartbeat_interval"),
+        ({"heartbeat_interval": "15"}, "heartbeat_interval"),
+        ({"send_timeout": 0}, "send_timeout"),
+        ({"send_timeout": float("inf")}, "send_timeout"),
+        ({"retry": -1}, "retry"),
+        ({"retry": 1.5}, "retry"),
+        ({"retry": True}, "retry"),
+        ({"max_body_size": 0}, "max_body_size"),
+        ({"max_body_size": 1.5}, "max_body_size"),
+        ({"max_channel_name_length": 0}, "max_channel_name_length"),
+        ({"max_channels_per_stream": 0}, "max_channels_per_stream"),
+        ({"max_subscribers_per_channel": 0}, "max_subscribers_per_channel"),
+        ({"max_subscribers_per_client": -3}, "max_subscribers_per_client"),
+        ({"client_key": "peer"}, "client_key"),
+        ({"authorize": True}, "authorize"),
+        ({"allow_publish": "no"}, "allow_publish"),
+        ({"stats": 1}, "stats"),
+        ({"token_cookie": ""}, "token_cookie"),
+        ({"token_cookie": "a b;"}, "token_cookie"),
+        ({"cors_origins": "https://example.com/"}, "cors_origins"),
+        ({"cors_origins": ["example.com"]}, "cors_origins"),
+        ({"cors_allow_credentials": True}, "cors_allow_credentials"),
+        ({"manager": "sse_manager"}, "manager"),
+    ],
+)
+def test_configuration_mistakes_raise_naming_the_parameter(
+    options: dict[str, Any], parameter: str
+) -> None:
+    manager = options.pop("manager", ChannelManager())
+    with pytest.raises((ValueError, TypeError), match=parameter):
+        SSEApp(manager, **options)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[], [("content-type", "text/plain")], [("content-type", "application/x-www-form-urlencoded")]],
+)
+async def test_publish_needs_a_json_media_type(headers: list[tuple[str, str]]) -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True)
+    client = await call(app, publish_client("c", {"data": 1}, headers=headers))
+    assert client.status == 415
+    assert "application/json" in client.json()["error"]
+    assert await manager.get("c") is None
+
+
+async def test_split_cookie_headers_are_joined() -> None:
+    app = SSEApp(ChannelManager(), secret=SECRET, heartbeat_interval=None)
+    token = create_token(SECRET, channels="c")
+    client = Client(path="/c", headers=[("cookie", "theme=dark"), ("cookie", f"sse_token={token}")])
+    async with Stream(app, client):
+        await client.wait_for(lambda: bool(client.messages))
+        assert client.status == 200
+
+
+async def test_last_event_id_over_the_limit_is_400_naming_the_header() -> None:
+    app = SSEApp(ChannelManager(), heartbeat_interval=None)
+    for client in [
+        Client(path="/c", headers=[("last-event-id", "x" * 60_000)]),
+        Client(path="/c", query="last_event_id=" + "x" * 5000),
+    ]:
+        await call(app, client)
+        assert client.status == 400
+        assert "last-event-id" in client.json()["error"].lower()
+        assert len(client.body) < 200
+
+
+async def test_last_event_id_within_the_limit_is_answered_with_a_bounded_reset() -> None:
+    app = SSEApp(ChannelManager(), heartbeat_interval=None)
+    client = Client(path="/c", headers=[("last-event-id", "x" * 4096)])
+    async with Stream(app, client):
+        await client.wait_for(lambda: b"sse.reset" in client.body)
+        assert client.status == 200
+        assert len(client.body) < 4096 + 200
+
+
+async def test_a_published_id_over_the_last_event_id_limit_is_400() -> None:
+    app = SSEApp(ChannelManager(), allow_publish=True)
+    client = await call(app, publish_client("c", {"data": 1, "id": "x" * 4097}))
+    assert client.status == 400
+    assert client.json()["error"].startswith("id")
+
+
+async def test_content_length_that_is_not_an_ascii_number_is_ignored_not_a_500() -> None:
+    app = SSEApp(ChannelManager(), allow_publish=True)
+    for declared in ["\u00b2", "9" * 5000, "-1", " 12"]:
+        client = publish_client("c", {"data": 1})
+        client.scope["headers"].append((b"content-length", declared.encode("latin-1")))
+        await call(app, client)
+        assert client.status == 202 or client.status == 413
+
+
+async def test_a_client_gone_mid_body_gets_no_answer_and_nothing_is_published() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True)
+    client = publish_client("c", b"")
+    parts = [{"type": "http.request", "body": b'{"data": ', "more_body": True}]
+
+    async def receive() -> Any:  # part of the body, then the client is gone
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    with anyio.fail_after(WAIT):
+        await app(client.scope, receive, client.send)
+    assert client.messages == []
+    assert await manager.get("c") is None
+
+
+@pytest.mark.parametrize("path", ["/", "/c", "/_stats", "/a/b"])
+async def test_websocket_is_refused_before_accept_on_every_path(path: str) -> None:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    scope = {"type": "websocket", "path": path, "headers": []}
+    await SSEApp(ChannelManager())(scope, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.close"]
+
+
+async def test_an_unknown_scope_type_raises_a_clear_error() -> None:
+    async def receive() -> Any:
+        raise AssertionError("not called")
+
+    async def send(message: Any) -> None:
+        raise AssertionError("not called")
+
+    with pytest.raises(RuntimeError, match="'webtransport'"):
+        await SSEApp(ChannelManager())({"type": "webtransport"}, receive, send)

@@ -1,0 +1,339 @@
+"""`SSEApp`'s option groups: `Auth`, `Limits` and `CORS`, each validated once, when built.
+
+A mistake in any of them (an empty secret, a misspelt action, a zero limit, an origin with a
+path) raises `ValueError` or `TypeError` naming the parameter, at start-up, instead of
+failing one request at a time or, worse, turning a check off.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+from ._concurrency import call_maybe_async
+from ._http import HTTPError, Request
+from ._types import Scope
+from .tokens import ACTIONS, InvalidToken, TokenClaims, verify_token
+
+__all__ = [
+    "CHANNEL_NAME_PATTERN",
+    "CORS",
+    "CORS_ALLOWED_HEADERS",
+    "Auth",
+    "Authorize",
+    "Limits",
+    "check_positive_int",
+    "check_seconds",
+]
+
+Authorize = Callable[[Scope, str, str], "bool | Awaitable[bool]"]
+
+CHANNEL_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9.:~-][A-Za-z0-9._:~-]*")
+CORS_ALLOWED_HEADERS: Final = ("last-event-id", "authorization", "content-type", "cache-control")
+_COOKIE_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_ORIGIN: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
+
+
+# -- validation helpers (shared by the groups and SSEApp) -----------------------------------
+
+
+def check_positive_int(name: str, value: object, *, optional: bool = False) -> int | None:
+    """``value`` if it is an int >= 1 (or None when ``optional``); raise naming ``name``."""
+    if value is None and optional:
+        return None
+    if type(value) is not int or value < 1:
+        allowed = "a positive int or None" if optional else "a positive int"
+        raise ValueError(f"{name} must be {allowed}, not {value!r}")
+    return value
+
+
+def check_seconds(name: str, value: object) -> float | None:
+    """``value`` if it is a finite number of seconds > 0, or None; raise naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be > 0 seconds and finite, or None, not {value!r}")
+    return float(value)
+
+
+def _check_callable(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {value!r}")
+
+
+# -- Auth ----------------------------------------------------------------------------------
+
+
+class Auth:
+    """Who may do what.
+
+    ``authorize(scope, channel, action)`` (sync or async; action ``"subscribe"``,
+    ``"publish"`` or ``"stats"``) returns whether to allow (403 if not). With ``secret``,
+    requests for the actions in ``required_for`` (all of them by default) must carry a token
+    from `tokens.create_token`: in ``Authorization: Bearer``, the ``token_cookie`` cookie, or
+    ``?token=``; 401 without a valid one, 403 if it does not cover the channel and action.
+    """
+
+    __slots__ = ("authorize", "required_for", "secret", "token_cookie")
+
+    def __init__(
+        self,
+        secret: str | bytes | None = None,
+        *,
+        authorize: Authorize | None = None,
+        token_cookie: str = "sse_token",
+        required_for: Iterable[str] | str | None = None,
+    ) -> None:
+        if secret is not None:
+            if not isinstance(secret, (str, bytes)):
+                raise TypeError(f"secret must be a str, bytes or None, not {type(secret).__name__}")
+            if not secret.strip():
+                # An unset environment variable: tokens signed with an empty key would pass.
+                raise ValueError("secret must not be empty (None turns tokens off)")
+        _check_callable("authorize", authorize)
+        if not isinstance(token_cookie, str) or not _COOKIE_NAME.fullmatch(token_cookie):
+            raise ValueError(f"token_cookie must be a cookie name, not {token_cookie!r}")
+        actions = ACTIONS if required_for is None else _actions(required_for)
+        if secret is None and required_for is not None:
+            raise ValueError(
+                "token_required_for (Auth.required_for) is set but secret is None: "
+                "tokens would never be checked"
+            )
+        self.secret = secret
+        self.authorize = authorize
+        self.token_cookie = token_cookie
+        self.required_for: frozenset[str] = actions
+
+    def __repr__(self) -> str:
+        secret = None if self.secret is None else "***"
+        return (
+            f"Auth(secret={secret}, authorize={self.authorize!r}, "
+            f"token_cookie={self.token_cookie!r}, required_for={sorted(self.required_for)})"
+        )
+
+    def needs_token(self, action: str) -> bool:
+        return self.secret is not None and action in self.required_for
+
+    async def check(
+        self, request: Request, names: Iterable[str], action: str
+    ) -> TokenClaims | None:
+        """Raise `HTTPError` 401/403 unless ``action`` is allowed on every name.
+
+        Returns the token's claims when one was required (a stream ends when it expires).
+        """
+        names = list(names)
+        claims = None
+        if self.secret is not None and action in self.required_for:
+            token = request.bearer_token(self.token_cookie)
+            if token is None:
+                raise HTTPError(401, "a token is required", [("www-authenticate", "Bearer")])
+            try:
+                claims = verify_token(self.secret, token)
+            except InvalidToken as exc:
+                raise HTTPError(
+                    401, str(exc), [("www-authenticate", 'Bearer error="invalid_token"')]
+                ) from None
+            for name in names:
+                if not claims.allows(name, action):
+                    raise HTTPError(403, f"the token does not allow {action} on {name!r}")
+        if self.authorize is not None:
+            for name in names:
+                if not await call_maybe_async(self.authorize, request.scope, name, action):
+                    raise HTTPError(403, f"not allowed to {action} on {name!r}")
+        return claims
+
+    @staticmethod
+    def seconds_left(claims: TokenClaims | None) -> float | None:
+        """How long a stream authorised by ``claims`` may last (None: no token, no bound)."""
+        return None if claims is None else max(0.0, claims.expires - time.time())
+
+
+def _actions(value: Iterable[str] | str) -> frozenset[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    unknown = [a for a in items if a not in ACTIONS]
+    if unknown or not items:
+        raise ValueError(
+            "token_required_for (Auth.required_for) must name some of "
+            f"{sorted(ACTIONS)}, not {items!r}"
+        )
+    return frozenset(items)
+
+
+# -- Limits --------------------------------------------------------------------------------
+
+
+class Limits:
+    """Bounds on what one request, one client or one channel may take.
+
+    - ``max_body_size``: bytes of a publish body (413 past it).
+    - ``max_channel_name_length``: characters (414 past it).
+    - ``max_channels_per_stream``: channels one stream may name (400 past it).
+    - ``max_subscribers_per_channel``: streams this app serves per channel (429; None: no bound).
+    - ``max_subscribers_per_client``: streams per client (429; None: no bound). Clients are
+      keyed by ``client_key(scope)``, the peer address by default: behind a reverse proxy,
+      key on the forwarded address or raise the bound.
+    - ``max_last_event_id_length``: characters of ``Last-Event-ID`` (header or query) and of
+      a published ``id`` (400 past it). A merged stream's composite id must fit too.
+    """
+
+    __slots__ = (
+        "client_key",
+        "max_body_size",
+        "max_channel_name_length",
+        "max_channels_per_stream",
+        "max_last_event_id_length",
+        "max_subscribers_per_channel",
+        "max_subscribers_per_client",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_body_size: int = 64 * 1024,
+        max_channel_name_length: int = 128,
+        max_channels_per_stream: int = 16,
+        max_subscribers_per_channel: int | None = None,
+        max_subscribers_per_client: int | None = 1000,
+        max_last_event_id_length: int = 4096,
+        client_key: Callable[[Scope], str] | None = None,
+    ) -> None:
+        positive = check_positive_int
+        self.max_body_size: int = positive("max_body_size", max_body_size)  # type: ignore[assignment]
+        self.max_channel_name_length: int = positive(  # type: ignore[assignment]
+            "max_channel_name_length", max_channel_name_length
+        )
+        self.max_channels_per_stream: int = positive(  # type: ignore[assignment]
+            "max_channels_per_stream", max_channels_per_stream
+        )
+        self.max_subscribers_per_channel = positive(
+            "max_subscribers_per_channel", max_subscribers_per_channel, optional=True
+        )
+        self.max_subscribers_per_client = positive(
+            "max_subscribers_per_client", max_subscribers_per_client, optional=True
+        )
+        self.max_last_event_id_length: int = positive(  # type: ignore[assignment]
+            "max_last_event_id_length", max_last_event_id_length
+        )
+        _check_callable("client_key", client_key)
+        self.client_key: Callable[[Scope], str] = client_key or peer_address
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Limits({fields})"
+
+    def check_name(self, name: str) -> None:
+        if len(name) > self.max_channel_name_length:
+            raise HTTPError(414, f"channel names are at most {self.max_channel_name_length} long")
+        if not CHANNEL_NAME_PATTERN.fullmatch(name):
+            raise HTTPError(
+                400, "channel names use A-Z a-z 0-9 . _ : ~ - and do not start with '_'"
+            )
+
+    def check_stream_names(self, names: list[str]) -> list[str]:
+        """The distinct names of a stream, in order, each checked."""
+        if len(names) > self.max_channels_per_stream:
+            raise HTTPError(400, f"at most {self.max_channels_per_stream} channels per stream")
+        names = list(dict.fromkeys(names))
+        for name in names:
+            self.check_name(name)
+        return names
+
+    def last_event_id(self, request: Request) -> str | None:
+        """The ``Last-Event-ID`` header, else the ``last_event_id`` query parameter; bounded."""
+        value = request.header("last-event-id")
+        if value is None:
+            value = request.first("last_event_id")
+        if value is not None and len(value) > self.max_last_event_id_length:
+            raise HTTPError(
+                400, f"last-event-id is at most {self.max_last_event_id_length} characters"
+            )
+        return value
+
+    def check_event_id(self, event_id: object) -> None:
+        """A published ``id`` must be one a subscriber can send back as ``Last-Event-ID``."""
+        if isinstance(event_id, str) and len(event_id) > self.max_last_event_id_length:
+            raise HTTPError(
+                400, f"id is at most {self.max_last_event_id_length} characters (last-event-id)"
+            )
+
+
+def peer_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+# -- CORS ----------------------------------------------------------------------------------
+
+
+class CORS:
+    """Which other origins' pages may read streams (and publish, with their tokens).
+
+    ``origins``: exact origins (``"https://app.example"``: scheme, host, port; no path) or
+    ``"*"``. ``allow_credentials`` lets those pages send cookies; it needs explicit origins.
+    """
+
+    __slots__ = ("allow_credentials", "origins")
+
+    def __init__(
+        self, origins: Iterable[str] | str = (), *, allow_credentials: bool = False
+    ) -> None:
+        items = [origins] if isinstance(origins, str) else list(origins)
+        for origin in items:
+            if not isinstance(origin, str) or not (origin == "*" or _ORIGIN.fullmatch(origin)):
+                raise ValueError(
+                    "cors_origins (CORS.origins) holds 'scheme://host[:port]' origins "
+                    f"(no path, no trailing '/') or '*', not {origin!r}"
+                )
+        if type(allow_credentials) is not bool:
+            raise TypeError(f"cors_allow_credentials must be a bool, not {allow_credentials!r}")
+        if allow_credentials and "*" in items:
+            raise ValueError("cors_allow_credentials needs explicit origins, not '*'")
+        if allow_credentials and not items:
+            raise ValueError("cors_allow_credentials has no effect without cors_origins")
+        self.origins = frozenset(items)
+        self.allow_credentials = allow_credentials
+
+    def __repr__(self) -> str:
+        return f"CORS({sorted(self.origins)!r}, allow_credentials={self.allow_credentials})"
+
+    def allowed_origin(self, request: Request) -> str | None:
+        origin = request.header("origin")
+        if origin is None or not self.origins:
+            return None
+        if origin in self.origins:
+            return origin
+        if "*" in self.origins:
+            return "*"
+        return None
+
+    def headers(self, request: Request) -> list[tuple[str, str]]:
+        allowed = self.allowed_origin(request)
+        if allowed is None:
+            return []
+        headers = [("access-control-allow-origin", allowed)]
+        if allowed != "*":
+            headers.append(("vary", "origin"))
+        if self.allow_credentials:
+            headers.append(("access-control-allow-credentials", "true"))
+        return headers
+
+    def preflight_headers(self, request: Request, methods: str) -> list[tuple[str, str]]:
+        """The answer to an ``OPTIONS`` preflight; `HTTPError` 403 if it is refused."""
+        if self.allowed_origin(request) is None:
+            raise HTTPError(403, "origin not allowed")
+        requested = request.header("access-control-request-headers") or ""
+        asked = [h.strip().lower() for h in requested.split(",") if h.strip()]
+        refused = [h for h in asked if h not in CORS_ALLOWED_HEADERS]
+        if refused:
+            raise HTTPError(403, f"header(s) not allowed: {', '.join(refused)}")
+        return [
+            *self.headers(request),
+            ("access-control-allow-methods", methods),
+            ("access-control-allow-headers", ", ".join(CORS_ALLOWED_HEADERS)),
+            ("access-control-max-age", "600"),
+        ]
