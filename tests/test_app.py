@@ -534,7 +534,7 @@ async def test_an_event_a_backend_refuses_is_400_not_500() -> None:
 
 
 @pytest.mark.parametrize(
-    "where, token",
+    ("where", "token"),
     [
         ("header", "abc.d\u00e9f"),  # latin-1 bytes in the header
         ("header", "\u00ff\u00fe.\u00e9"),
@@ -631,7 +631,7 @@ async def test_safe_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "options, parameter",
+    ("options", "parameter"),
     [
         ({"secret": ""}, "secret"),
         ({"secret": b""}, "secret"),
