@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ._http import refuse_websocket, send_plain
 from ._types import Receive, Scope, Send
 from .app import SSEApp
 from .manager import ChannelManager
@@ -31,6 +32,7 @@ __all__ = ["Hub", "main"]
 log = logging.getLogger("sse_toolkit.hub")
 
 SSE_PREFIX = "/sse"
+DEFAULT_STREAMS_PER_CLIENT = 1000
 
 _INDEX = b"""<!doctype html><meta charset="utf-8"><title>sse-toolkit hub</title>
 <h1>sse-toolkit hub</h1>
@@ -53,25 +55,34 @@ class Hub:
         self.sse = sse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind == "lifespan":
             await self.sse(scope, receive, send)
             return
+        if kind == "websocket":
+            await refuse_websocket(receive, send)  # on every path: the hub speaks HTTP only
+            return
+        if kind != "http":
+            raise RuntimeError(f"the hub serves 'http', 'websocket' and 'lifespan', not {kind!r}")
         path: str = scope.get("path", "")
         if path == SSE_PREFIX or path.startswith(SSE_PREFIX + "/"):
             scope = dict(scope, root_path=scope.get("root_path", "") + SSE_PREFIX)
             await self.sse(scope, receive, send)
             return
-        if scope["type"] != "http":
-            return
-        if path == "/":
-            host = html.escape(_host(scope)).encode()  # the Host header is the client's word
-            body = _INDEX.replace(b"HOST", host)
-            status, content_type = 200, b"text/html; charset=utf-8"
+        method = scope.get("method", "GET")
+        headers = []
+        if path != "/":
+            status, content_type, body = 404, "application/json", b'{"error":"not found"}'
+        elif method not in ("GET", "HEAD"):
+            status, content_type = 405, "application/json"
+            body = b'{"error":"method not allowed"}'
+            headers.append(("allow", "GET, HEAD"))
         else:
-            body, status, content_type = b'{"error":"not found"}', 404, b"application/json"
-        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+            host = html.escape(_host(scope)).encode()  # the Host header is the client's word
+            status, content_type = 200, "text/html; charset=utf-8"
+            body = _INDEX.replace(b"HOST", host)
+        headers.append(("content-type", content_type))
+        await send_plain(send, status, body, headers, head=method == "HEAD")
 
 
 def _host(scope: Scope) -> str:
@@ -123,6 +134,12 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
     parser.add_argument("--cors-origin", action="append", default=default([]), help="repeatable")
     parser.add_argument("--heartbeat", type=float, default=default(15.0), help="seconds (15)")
     parser.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=default(DEFAULT_STREAMS_PER_CLIENT),
+        help=f"open streams per client address ({DEFAULT_STREAMS_PER_CLIENT}; 0: no bound)",
+    )
+    parser.add_argument(
         "--log-level",
         default=default("info"),
         choices=["critical", "error", "warning", "info", "debug"],
@@ -164,15 +181,20 @@ def serve(args: argparse.Namespace) -> int:
 
         backend = RedisBackend(args.redis_url, prefix=args.redis_prefix)
     manager = ChannelManager(backend=backend)
-    sse = SSEApp(
-        manager,
-        allow_publish=args.allow_publish,
-        secret=args.secret,
-        token_required_for=("publish", "stats"),
-        stats=args.stats,
-        cors_origins=args.cors_origin,
-        heartbeat_interval=args.heartbeat,
-    )
+    try:
+        sse = SSEApp(
+            manager,
+            allow_publish=args.allow_publish,
+            secret=args.secret,
+            token_required_for=("publish", "stats") if args.secret is not None else None,
+            stats=args.stats,
+            cors_origins=args.cors_origin,
+            heartbeat_interval=args.heartbeat,
+            max_subscribers_per_client=args.max_streams_per_client or None,
+        )
+    except (ValueError, TypeError) as exc:  # a mistake in the options: say which, no traceback
+        print(f"sse-toolkit: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         Hub(sse),
         host=args.host,

@@ -358,3 +358,61 @@ def test_index_page_and_unknown_paths(plain_hub: Hub, client: httpx.Client) -> N
         response = client.get(f"{plain_hub.url}{path}")
         assert response.status_code == 404, path
         assert response.json() == {"error": "not found"}
+
+
+# -- issue 8: every scope and path gets a defined answer -----------------------------------
+
+
+def websocket_upgrade(port: int, path: str) -> bytes:
+    """A raw WebSocket handshake; returns the server's status line."""
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(request.encode())
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.partition(b"\r\n")[0]
+
+
+def test_websocket_upgrades_are_refused_with_403_on_every_path(plain_hub: Hub) -> None:
+    for path in ("/", "/sse/demo", "/sse", "/nope"):
+        status_line = websocket_upgrade(plain_hub.port, path)
+        assert status_line.split()[1:2] == [b"403"], (path, status_line)
+    wait_until(lambda: _accepts(plain_hub.port), "the hub stopped accepting")
+    log = plain_hub.log()
+    assert "Traceback" not in log and "ASGI callable returned" not in log, log
+
+
+def test_index_page_methods(plain_hub: Hub, client: httpx.Client) -> None:
+    response = client.post(f"{plain_hub.url}/", content=b"x")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.json() == {"error": "method not allowed"}
+    head = client.head(f"{plain_hub.url}/")
+    assert head.status_code == 200 and head.content == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "parameter"),
+    [(("--secret", ""), "secret"), (("--heartbeat", "0"), "heartbeat_interval")],
+)
+def test_configuration_mistakes_exit_2_naming_the_parameter(
+    args: tuple[str, ...], parameter: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sse_toolkit", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert parameter in done.stderr
+    assert "Traceback" not in done.stderr
