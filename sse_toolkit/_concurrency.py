@@ -16,21 +16,65 @@ CLOSE_TIMEOUT = 5.0
 
 def call_soon(callback: Callable[[], object]) -> None:
     """Run ``callback`` on the running event loop's next turn (now, if there is none)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        pass
+    loop = current_loop()
+    if loop is None:
+        callback()  # no loop runs here (a finaliser, say): nobody can be waiting on it
     else:
         loop.call_soon(callback)
-        return
+
+
+class EventLoop:
+    """The event loop (asyncio or trio) a waiter parks on, to wake it from anywhere.
+
+    `call_soon` runs a callback on that loop's next turn: from the loop's own thread
+    cheaply, from any other thread (or another event loop's) thread-safely, so the loop
+    wakes at once instead of at its next timer. Once that loop has ended it does nothing:
+    nobody can be waiting on it any more.
+    """
+
+    __slots__ = ("_asyncio", "_trio")
+
+    def __init__(self, asyncio_loop: asyncio.AbstractEventLoop | None, trio_token: Any) -> None:
+        self._asyncio = asyncio_loop
+        self._trio = trio_token
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        loop = self._asyncio
+        if loop is not None:
+            if asyncio._get_running_loop() is loop:
+                loop.call_soon(callback)
+                return
+            with contextlib.suppress(RuntimeError):  # closed loop: nobody waits there
+                loop.call_soon_threadsafe(callback)
+            return
+        import trio
+
+        with contextlib.suppress(trio.RunFinishedError):
+            self._trio.run_sync_soon(callback)  # thread-safe, and fine from its own thread
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, EventLoop)
+            and other._asyncio is self._asyncio
+            and other._trio is self._trio
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self._asyncio), id(self._trio)))
+
+
+def current_loop() -> EventLoop | None:
+    """The running event loop (asyncio or trio), or None outside any."""
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        return EventLoop(loop, None)
     try:
         import trio
 
         token = trio.lowlevel.current_trio_token()
     except (ImportError, RuntimeError):
-        callback()  # no loop runs here (a finaliser, say): nobody can be waiting on it
-        return
-    token.run_sync_soon(callback)
+        return None
+    return EventLoop(None, token)
 
 
 async def call_maybe_async(func: Callable[..., Any], *args: Any) -> Any:

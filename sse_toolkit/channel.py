@@ -10,13 +10,19 @@ by the channel's lag policy, never by buffering without bound.
 Heartbeats come from one clock per channel and interval: whichever listener is first to
 wait while no other is timing the channel waits with a deadline; the rest wait plainly.
 When the deadline passes on an idle channel, it wakes every listener to send a heartbeat.
+
+The channel knows nothing of managers. What backends and merged streams may use is named
+here without underscores: `SSEChannel.deliver`, `SSEChannel.note_gap`, `SSEChannel.link`
+and `SSEChannel.unlink`, and on listeners `take_ready`, `ready`, `suspend` and `channel`.
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import os
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -24,12 +30,11 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._concurrency import call_soon
+from ._concurrency import EventLoop, current_loop
 from .frames import HEARTBEAT, ServerSentEvent, as_event
 
 if TYPE_CHECKING:
     from .backends.base import Backend
-    from .manager import ChannelManager
 
 __all__ = [
     "LAGGED_EVENT",
@@ -37,6 +42,7 @@ __all__ = [
     "ChannelClosed",
     "ChannelStats",
     "LagPolicy",
+    "Listener",
     "SSEChannel",
 ]
 
@@ -49,9 +55,12 @@ goes on live: what it missed cannot be replayed, so the client should refetch it
 LAGGED_EVENT: Final = "sse.lagged"
 """Sent to a listener that fell behind the ring (``lag_policy="skip"``), with
 ``{"channel": name, "missed": n}``: that many events were dropped for it and it resumes at
-the oldest one still retained."""
+the oldest one still retained. Also sent where the backend lost events upstream (see
+`SSEChannel.note_gap`); ``missed`` is then null when the count is unknown."""
 
 DEFAULT_CAPACITY: Final = 1024
+MAX_ECHOED_ID: Final = 256
+"""At most this many characters of an unknown ``last_event_id`` are echoed in `RESET_EVENT`."""
 _MAX_BATCH_BYTES: Final = 256 * 1024  # one body message at most, so one wake-up stays short
 _HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
 
@@ -68,10 +77,12 @@ class ChannelStats:
     dropped: int
     """Events a lagging listener skipped, summed over listeners."""
     lagged: int
-    """Times a listener fell behind the ring."""
+    """Times a listener fell behind the ring or read across a gap."""
     resets: int
     """Listeners told their ``last_event_id`` could not be replayed."""
     retained: int
+    gaps: int = 0
+    """Times the backend reported events lost upstream (`SSEChannel.note_gap`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +95,13 @@ class _HeartbeatClock:
         self.interval = interval
         self.beat = 0  # bumped each time idle listeners are told to send a heartbeat
         self.last_beat = time.monotonic()  # the first beat comes a full interval after
-        self.leader: _Listener | None = None
+        self.leader: Listener | None = None
+
+
+def _new_id_prefix() -> str:
+    # 64 random bits: unique per channel object and per process (two channels, or two
+    # processes started together, never share a prefix), 13 characters in base32.
+    return base64.b32encode(os.urandom(8)).decode().rstrip("=").lower()
 
 
 class SSEChannel:
@@ -94,6 +111,9 @@ class SSEChannel:
     ``lag_policy`` says what happens to a listener that falls further: ``"skip"`` (default)
     jumps it to the oldest retained event and sends it a `LAGGED_EVENT`, ``"close"`` ends
     its stream so the client reconnects with ``Last-Event-ID``.
+
+    Publishing is thread-safe: from another thread or another event loop, the listeners'
+    loop is woken at once (through its thread-safe scheduler).
     """
 
     def __init__(
@@ -115,105 +135,139 @@ class SSEChannel:
         self.lag_policy: LagPolicy = lag_policy
         self._backend = backend
         self._ring: list[ServerSentEvent | None] = [None] * capacity
-        self._seq = 0  # sequence number of the newest event; the first is 1
+        self._seq = 0  # sequence number of the newest event stored; the first is 1
+        # The newest sequence number being stored: its slot may already hold the new event
+        # while _seq is still the old one. A reader whose start is not above
+        # _writing - capacity may have read an overwritten slot (a publisher in another
+        # thread) and reads again; in one thread it always equals _seq.
+        self._writing = 0
+        self._lock = threading.Lock()  # publishers from several threads take turns
         self._ids: dict[str, int] = {}  # id -> sequence number, for retained events
-        # Ids this channel makes are "<epoch>-<seq>": after a restart, an old id is not
-        # mistaken for a new event with the same number.
-        self._epoch = str(int(time.time() * 1000))
+        self._prefix = _new_id_prefix()  # auto ids are "<prefix>-<seq>"
+        # Gaps the backend noted, oldest first: (sequence number of the first event after
+        # the gap, events missed or None, note number). Pruned as the ring moves on.
+        self._gaps: list[tuple[int, int | None, int]] = []
+        self._gap_notes = 0  # note number of the newest gap
         self._wakeup: anyio.Event | None = None  # created by the first waiter, set by a publish
-        self._linked: set[anyio.Event] = set()  # waits spanning several channels (merge.py)
+        self._wakeup_loop: EventLoop | None = None  # the loop that waiter runs on
+        self._linked: dict[anyio.Event, EventLoop] = {}  # waits spanning channels (merge.py)
         self._joined_key: tuple[int, int] | None = None  # see _frames_from
         self._joined: tuple[bytes, int] = (b"", 0)
         self._clocks: dict[float, _HeartbeatClock] = {}
         self._last_publish = -math.inf
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._closed = False
-        self._subscribers = 0
+        self._subscribers = 0  # listeners counted for stats (not while a wait is cancelled)
+        self._open = 0  # listener objects that exist and have not finished
         self._published = 0
         self._dropped = 0
         self._lagged = 0
         self._resets = 0
-        # Set by a manager: called when the last listener leaves; and, once the manager
-        # evicted this channel, the manager to rejoin if this object is used again.
-        self._on_idle: Callable[[SSEChannel], None] | None = None
-        self._evicted_from: ChannelManager | None = None
 
     # -- publishing ------------------------------------------------------------------------
 
     async def broadcast(self, message: ServerSentEvent | dict[str, Any] | str) -> ServerSentEvent:
         """Publish to every listener; return the stored event, with its id.
 
-        Never waits for a listener. With the in-memory backend it does not yield to the
-        event loop either, so a tight publishing loop should await something between calls.
+        Never waits for a listener. It is a checkpoint: cancellable (if cancelled, nothing
+        was published) and it lets other tasks run, so a tight publishing loop starves
+        nobody.
         """
         event = as_event(message)
-        if self._evicted_from is not None:
-            successor = self._evicted_from._readopt(self)
-            if successor is not self:
-                return await successor.broadcast(event)
         if self._token is None:  # for broadcast_from_thread; renewed once nobody listens
             self._token = anyio.lowlevel.current_token()
+        # Before storing, so that a cancelled broadcast has published nothing, and so
+        # that the deferred wake-up of the listeners is not paid inside this call.
+        await anyio.lowlevel.checkpoint()
         if self._backend is not None:
             return await self._backend.publish(self, event)
-        return self._store(event)
+        return self.deliver(event)
 
     def broadcast_nowait(self, message: ServerSentEvent | dict[str, Any] | str) -> ServerSentEvent:
-        """Publish from synchronous code running in the event loop's thread."""
+        """Publish from synchronous code (any thread): the in-memory backend only."""
         if self._backend is not None:
             raise RuntimeError(
                 "broadcast_nowait() needs the in-memory backend; await broadcast() instead"
             )
-        if self._evicted_from is not None:
-            return self._evicted_from._readopt(self).broadcast_nowait(message)
-        return self._store(as_event(message))
+        return self.deliver(as_event(message))
 
     def broadcast_from_thread(
         self, message: ServerSentEvent | dict[str, Any] | str
     ) -> ServerSentEvent:
         """Publish from another thread; blocks until the event is stored and returns it."""
         event = as_event(message)  # bad input raises here, in the caller's thread
+        if self._backend is None:
+            return self.deliver(event)  # thread-safe, and wakes the listeners' loop
         token = self._token
         if token is not None:
             try:
                 return anyio.from_thread.run(self.broadcast, event, token=token)
             except anyio.RunFinishedError:
                 self._token = None  # that event loop is gone
-        if self._backend is not None:
-            raise RuntimeError("use the channel from its event loop once before publishing")
-        return self._store(event)  # no running loop uses the channel: nobody to wake
+        raise RuntimeError("use the channel from its event loop once before publishing")
 
-    def _store(self, event: ServerSentEvent) -> ServerSentEvent:
-        """Append an event to the ring and wake the listeners (backends call this too)."""
-        if self._closed:
-            raise ChannelClosed(f"channel {self.name!r} is closed")
-        seq = self._seq + 1
-        if event.id is None:
-            event = event._with_id(f"{self._epoch}-{seq}")
-        capacity = self.capacity
-        slot = seq % capacity
-        evicted = self._ring[slot]
-        if evicted is not None and self._ids.get(evicted.id) == seq - capacity:  # type: ignore[arg-type]
-            del self._ids[evicted.id]  # type: ignore[arg-type]
-        self._ring[slot] = event
-        if event.id:
-            self._ids[event.id] = seq
-        self._seq = seq
-        self._published += 1
-        self._last_publish = time.monotonic()
+    def deliver(self, event: ServerSentEvent) -> ServerSentEvent:
+        """Store an event in the ring and wake the listeners; return it as stored.
+
+        For backends: what ``publish`` (or a reader) calls in each process. An event
+        without an id gets ``"<prefix>-<seq>"``, the prefix unique to this channel object.
+        Safe from any thread.
+        """
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed(f"channel {self.name!r} is closed")
+            seq = self._seq + 1
+            if event.id is None:
+                event = event._with_id(f"{self._prefix}-{seq}")
+            capacity = self.capacity
+            slot = seq % capacity
+            self._writing = seq
+            evicted = self._ring[slot]
+            if evicted is not None and self._ids.get(evicted.id) == seq - capacity:  # type: ignore[arg-type]
+                del self._ids[evicted.id]  # type: ignore[arg-type]
+            self._ring[slot] = event
+            if event.id:
+                self._ids[event.id] = seq
+            self._seq = seq
+            if self._gaps and self._gaps[0][0] <= seq - capacity:
+                oldest = seq - capacity + 1
+                self._gaps = [gap for gap in self._gaps if gap[0] >= oldest]
+            self._published += 1
+            self._last_publish = time.monotonic()
         self._wake_all()
         return event
 
-    def _frames_from(self, start: int) -> tuple[bytes, int]:
-        """The retained frames from sequence ``start`` on (one batch), joined, and the
-        next sequence number.
+    _store = deliver  # the former name, kept while backends migrate
+
+    def note_gap(self, missed: int | None) -> None:
+        """Events were lost between the newest delivered event and the next one.
+
+        For backends (a stream trimmed while this process was cut off, say). Every
+        listener that reads past this point, live or replaying, gets a `LAGGED_EVENT`
+        ``{"channel": name, "missed": missed}`` (``missed`` None: unknown) before the next
+        event. Under ``lag_policy="close"`` the stream of a listener that was live at the
+        gap ends instead; one that subscribed after it (a reconnection replaying across
+        it) gets the notice, since ending its stream would only make it reconnect again.
+        """
+        if missed is not None and (type(missed) is not int or missed < 0):
+            raise ValueError(f"missed must be a non-negative int or None, not {missed!r}")
+        with self._lock:
+            if self._closed:
+                return
+            self._gap_notes += 1
+            self._gaps.append((self._seq + 1, missed, self._gap_notes))
+        self._wake_all()
+
+    def _frames_from(self, start: int, stop: int) -> tuple[bytes, int]:
+        """The frames of sequence numbers ``start`` to ``stop`` (excluded; one batch at
+        most), joined, and the next sequence number to read.
 
         Listeners woken by the same publish stand at the same place: the first one joins
-        the frames, the rest reuse its bytes (the cache is keyed by the newest sequence
-        number too, so a publish invalidates it).
+        the frames, the rest reuse its bytes.
         """
-        key = (start, self._seq)
+        key = (start, stop)
         if self._joined_key != key:
-            events = self._batch_from(start)
+            events = self._batch_from(start, stop)
             frames = (
                 events[0]._encoded
                 if len(events) == 1
@@ -222,13 +276,13 @@ class SSEChannel:
             self._joined_key, self._joined = key, (frames, start + len(events))
         return self._joined
 
-    def _batch_from(self, start: int) -> list[ServerSentEvent]:
-        """The retained events from sequence ``start`` on, about 256 KiB at most."""
-        ring, capacity, end = self._ring, self.capacity, self._seq
+    def _batch_from(self, start: int, stop: int) -> list[ServerSentEvent]:
+        """The retained events from ``start`` up to ``stop`` (excluded), ~256 KiB at most."""
+        ring, capacity = self._ring, self.capacity
         events: list[ServerSentEvent] = []
         size = 0
         seq = start
-        while seq <= end and size < _MAX_BATCH_BYTES:
+        while seq < stop and size < _MAX_BATCH_BYTES:
             event: ServerSentEvent = ring[seq % capacity]  # type: ignore[assignment]
             events.append(event)
             size += len(event._encoded)
@@ -236,20 +290,37 @@ class SSEChannel:
         return events
 
     def _wake_all(self) -> None:
-        """Wake every waiting listener, on the event loop's next turn.
+        """Wake every waiting listener, on its event loop's next turn.
 
         Waking N waiters is O(N) work for the loop, whoever does it; deferring it keeps
         ``broadcast`` itself O(1) (the caller does not pay for the fan-out), and a listener
-        that looks before then finds the new event in the ring anyway.
+        that looks before then finds the new event in the ring anyway. From another thread,
+        the loop's thread-safe scheduler wakes it at once.
         """
-        wakeup = self._wakeup
+        wakeup, loop = self._wakeup, self._wakeup_loop
         if wakeup is not None:
             self._wakeup = None
-            call_soon(wakeup.set)
+            if loop is not None:
+                loop.call_soon(wakeup.set)
         if self._linked:
-            for linked in self._linked:
-                call_soon(linked.set)
-            self._linked.clear()
+            linked, self._linked = self._linked, {}
+            for event, event_loop in list(linked.items()):
+                event_loop.call_soon(event.set)
+
+    def link(self, wakeup: anyio.Event) -> None:
+        """Set ``wakeup`` (once, on the caller's event loop) at the next publish, gap or close.
+
+        For waits that span several channels (merged streams). Check the listeners'
+        `Listener.ready` after linking, before waiting: a publish from another thread may
+        have come in between.
+        """
+        loop = current_loop()
+        if loop is None:
+            raise RuntimeError("link() needs a running event loop")
+        self._linked[wakeup] = loop
+
+    def unlink(self, wakeup: anyio.Event) -> None:
+        self._linked.pop(wakeup, None)
 
     # -- subscribing -----------------------------------------------------------------------
 
@@ -259,7 +330,7 @@ class SSEChannel:
         heartbeat_interval: float | None = None,
         last_event_id: str | None = None,
         from_oldest: bool = False,
-    ) -> _Listener:
+    ) -> Listener:
         """Subscribe: an async iterator of `ServerSentEvent`s, from now on.
 
         With ``last_event_id``, first replays the retained events after it (or sends a
@@ -267,35 +338,56 @@ class SSEChannel:
         (for a client that subscribed before the channel's first event). With
         ``heartbeat_interval``, yields the comment frame
         `HEARTBEAT` whenever the channel was idle that long. The subscription is counted
-        from this call until the iterator ends, is closed, or is cancelled while waiting.
+        from this call until the iterator ends, is closed, or is cancelled while waiting
+        (a later read counts it again).
         """
         if heartbeat_interval is not None and not heartbeat_interval > 0:
             raise ValueError(f"heartbeat_interval must be > 0 or None, not {heartbeat_interval!r}")
-        if self._evicted_from is not None:
-            successor = self._evicted_from._readopt(self)
-            if successor is not self:
-                return successor.listen(
-                    heartbeat_interval=heartbeat_interval,
-                    last_event_id=last_event_id,
-                    from_oldest=from_oldest,
-                )
-        listener = _Listener(self)
+        listener = Listener(self)
+        start = None
         if from_oldest:
-            listener._next = max(1, self._seq - self.capacity + 1)
+            start = max(1, self._seq - self.capacity + 1)
         elif last_event_id is not None:
-            start = self._ids.get(last_event_id)
-            if start is None:
+            found = self._ids.get(last_event_id)
+            if found is None:
                 self._resets += 1
-                listener._pending_reset = last_event_id
+                listener._pending_reset = last_event_id[:MAX_ECHOED_ID]
             else:
-                listener._next = start + 1
+                start = found + 1
+        if start is not None:
+            listener._next = start
+            if self._gaps:  # the gaps it replays across are news to it
+                seen = self._gaps[0][2] - 1
+                for gap_start, _, note in self._gaps:
+                    if gap_start >= start:
+                        break
+                    seen = note
+                listener._gaps_seen = seen
         if heartbeat_interval is not None:
             listener.use_heartbeat(heartbeat_interval)
         return listener
 
     @property
     def subscriber_count(self) -> int:
+        """Listeners subscribed now (one whose wait was cancelled counts again once it reads)."""
         return self._subscribers
+
+    @property
+    def open_listeners(self) -> int:
+        """Listener objects that exist and have not finished (whether waiting or not).
+
+        A channel with open listeners must stay where they can hear it: managers keep it.
+        """
+        return self._open
+
+    @property
+    def published(self) -> int:
+        return self._published
+
+    @property
+    def last_published_at(self) -> float:
+        """`time.monotonic()` of the newest publish (``-inf`` before the first)."""
+        return self._last_publish
 
     @property
     def closed(self) -> bool:
@@ -312,9 +404,10 @@ class SSEChannel:
         start = 1 if after_id is None else self._ids.get(after_id)
         if start is None:
             return None
-        first = max(start + (after_id is not None), self._seq - self.capacity + 1, 1)
+        end = self._seq
+        first = max(start + (after_id is not None), end - self.capacity + 1, 1)
         ring, capacity = self._ring, self.capacity
-        return [ring[seq % capacity] for seq in range(first, self._seq + 1)]  # type: ignore[misc]
+        return [ring[seq % capacity] for seq in range(first, end + 1)]  # type: ignore[misc]
 
     def stats(self) -> ChannelStats:
         return ChannelStats(
@@ -325,6 +418,7 @@ class SSEChannel:
             lagged=self._lagged,
             resets=self._resets,
             retained=min(self._seq, self.capacity),
+            gaps=self._gap_notes,
         )
 
     async def cleanup(self) -> int:
@@ -336,14 +430,15 @@ class SSEChannel:
 
     async def close(self) -> None:
         """End every listener's stream (after what is already published); refuse publishes."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._wake_all()
         await anyio.lowlevel.checkpoint()
 
-    def _register(self, listener: _Listener) -> None:
+    def _register(self) -> None:
         self._subscribers += 1
 
-    def _unregister(self, listener: _Listener) -> None:
+    def _unregister(self, listener: Listener) -> None:
         self._subscribers -= 1
         clock = listener._clock
         if clock is not None and clock.leader is listener:
@@ -354,8 +449,6 @@ class SSEChannel:
             # event loop, so that the next user (maybe on another loop) makes its own.
             self._wake_all()
             self._token = None
-            if self._on_idle is not None:
-                self._on_idle(self)
 
     def _clock_for(self, interval: float) -> _HeartbeatClock:
         clock = self._clocks.get(interval)
@@ -368,19 +461,24 @@ class SSEChannel:
         return f"<SSEChannel {self.name!r} {counts}>"
 
 
-class _Listener:
+class Listener:
     """One subscriber: a cursor into its channel's ring.
 
     An async iterator of `ServerSentEvent`s, and a `FrameBatches` source, so that
-    `EventStreamResponse` can take every ready frame in one call.
+    `EventStreamResponse` can take every ready frame in one call. Its three ways to read
+    (``__anext__``, `next_frames`, `take_ready`) are built on one primitive, `_notice`:
+    every notice owed (reset, then lagged for the ring, then lagged for a gap) comes in
+    that order, before any event after it.
     """
 
     __slots__ = (
         "__weakref__",
         "_beat_seen",
+        "_born",
         "_channel",
         "_clock",
         "_done",
+        "_gaps_seen",
         "_next",
         "_pending_reset",
         "_registered",
@@ -394,11 +492,13 @@ class _Listener:
         self._clock: _HeartbeatClock | None = None
         self._beat_seen = 0
         self._pending_reset: str | None = None
+        self._gaps_seen = self._born = channel._gap_notes  # older gaps are not its news
         self._done = False
         self.dropped = 0  # events this listener skipped because it lagged
         self.lagged = 0
         self._registered = True
-        channel._register(self)
+        channel._open += 1
+        channel._register()
 
     def use_heartbeat(self, interval: float) -> None:
         """Send heartbeats when idle for ``interval`` s (unless listen() already set one)."""
@@ -406,9 +506,13 @@ class _Listener:
             self._clock = self._channel._clock_for(interval)
             self._beat_seen = self._clock.beat
 
+    @property
+    def channel(self) -> SSEChannel:
+        return self._channel
+
     # -- reading ---------------------------------------------------------------------------
 
-    def __aiter__(self) -> _Listener:
+    def __aiter__(self) -> Listener:
         return self
 
     async def __anext__(self) -> ServerSentEvent:
@@ -417,10 +521,13 @@ class _Listener:
             if notice is not None:
                 return notice
             channel = self._channel
-            if self._next <= channel._seq:
-                event = channel._ring[self._next % channel.capacity]
-                self._next += 1
-                return event  # type: ignore[return-value]
+            start = self._next
+            if start < self._stop():
+                event = channel._ring[start % channel.capacity]
+                if start > channel._writing - channel.capacity:  # not overwritten meanwhile
+                    self._next = start + 1
+                    return event  # type: ignore[return-value]
+                continue  # a publisher in another thread lapped it: the lag notice is next
             if self._heartbeat_due():
                 return HEARTBEAT
             await self._wait()
@@ -428,29 +535,63 @@ class _Listener:
     async def next_frames(self) -> bytes:
         """Every frame ready now, as one bytes object (waiting for at least one)."""
         while True:
-            notice = self._notice()
-            channel = self._channel
-            if self._next <= channel._seq:
-                frames, self._next = channel._frames_from(self._next)
-                return notice._encoded + frames if notice is not None else frames
-            if notice is not None:
-                return notice._encoded
+            notices, frames = self._take_frames()
+            if frames or notices:
+                return b"".join([n._encoded for n in notices]) + frames if notices else frames
             if self._heartbeat_due():
                 return _HEARTBEAT_FRAME
             await self._wait()
 
-    def _take_ready(self) -> list[ServerSentEvent]:
+    def take_ready(self) -> list[ServerSentEvent]:
         """The events ready now, notices first, without waiting (one batch at most).
 
-        Raises StopAsyncIteration once the listener is finished.
+        Raises StopAsyncIteration once the listener is finished (for merged streams).
         """
-        notice = self._notice()
-        events = self._channel._batch_from(self._next)
-        self._next += len(events)
-        return [notice, *events] if notice is not None else events
+        notices = self._notices()
+        channel = self._channel
+        while True:
+            start = self._next
+            events = channel._batch_from(start, self._stop())
+            if start > channel._writing - channel.capacity:
+                self._next = start + len(events)
+                break
+            notices += self._notices()  # lapped meanwhile by another thread: lag notice
+        return notices + events if notices else events
+
+    _take_ready = take_ready  # the former name
+
+    def _take_frames(self) -> tuple[list[ServerSentEvent], bytes]:
+        notices = self._notices()
+        channel = self._channel
+        while True:
+            start = self._next
+            stop = self._stop()
+            if start >= stop:
+                return notices, b""
+            frames, after = channel._frames_from(start, stop)
+            if start > channel._writing - channel.capacity:
+                self._next = after
+                return notices, frames
+            notices += self._notices()
+
+    def _notices(self) -> list[ServerSentEvent]:
+        """Every notice owed now, in order; raises StopAsyncIteration only if none is."""
+        notices: list[ServerSentEvent] = []
+        while True:
+            try:
+                notice = self._notice()
+            except StopAsyncIteration:
+                if notices:
+                    return notices  # the end is raised again by the next read
+                raise
+            if notice is None:
+                return notices
+            notices.append(notice)
 
     def _notice(self) -> ServerSentEvent | None:
-        """A reset or lag notice owed to this listener; raises StopAsyncIteration at the end."""
+        """The next notice owed to this listener, or None if its next read is events (or a
+        wait). Raises StopAsyncIteration at the end of the stream. The one primitive of
+        every read path."""
         channel = self._channel
         if self._pending_reset is not None:
             last_event_id, self._pending_reset = self._pending_reset, None
@@ -462,25 +603,65 @@ class _Listener:
                 },
                 event=RESET_EVENT,
             )
-        oldest = channel._seq - channel.capacity + 1
+        oldest = channel._writing - channel.capacity + 1
         if self._next < oldest:
             missed = oldest - self._next
-            self.dropped += missed
-            self.lagged += 1
-            channel._dropped += missed
-            channel._lagged += 1
             self._next = oldest
-            if channel.lag_policy == "close":
-                self._finish()
-                raise StopAsyncIteration
-            return ServerSentEvent({"channel": channel.name, "missed": missed}, event=LAGGED_EVENT)
+            return self._lag(missed, live=True)
+        if channel._gap_notes != self._gaps_seen:
+            gap = self._next_gap()
+            if gap is not None and gap[0] <= self._next:
+                self._gaps_seen = gap[2]
+                return self._lag(gap[1], live=gap[2] > self._born)
         if self._done or (channel._closed and self._next > channel._seq):
             self._finish()
             raise StopAsyncIteration
         if not self._registered:
             self._registered = True  # back after a cancelled wait: count it again
-            channel._register(self)
+            channel._register()
         return None
+
+    def _lag(self, missed: int | None, *, live: bool) -> ServerSentEvent:
+        channel = self._channel
+        self.lagged += 1
+        channel._lagged += 1
+        if missed:
+            self.dropped += missed
+            channel._dropped += missed
+        if live and channel.lag_policy == "close":
+            self._finish()
+            raise StopAsyncIteration
+        return ServerSentEvent({"channel": channel.name, "missed": missed}, event=LAGGED_EVENT)
+
+    def _next_gap(self) -> tuple[int, int | None, int] | None:
+        """The oldest gap not yet reported to this listener, if still retained."""
+        for gap in self._channel._gaps:
+            if gap[2] > self._gaps_seen:
+                return gap
+        self._gaps_seen = self._channel._gap_notes  # the rest fell out of the ring
+        return None
+
+    def _stop(self) -> int:
+        """Where the events this listener can read now end (excluded): the newest, or the
+        next gap it has not been told of."""
+        channel = self._channel
+        if channel._gap_notes != self._gaps_seen:
+            gap = self._next_gap()
+            if gap is not None:
+                return min(gap[0], channel._seq + 1)
+        return channel._seq + 1
+
+    @property
+    def ready(self) -> bool:
+        """Whether a read now returns without waiting (events, a notice, or the end)."""
+        channel = self._channel
+        return (
+            self._next <= channel._seq
+            or self._pending_reset is not None
+            or channel._gap_notes != self._gaps_seen
+            or channel._closed
+            or self._done
+        )
 
     def _heartbeat_due(self) -> bool:
         clock = self._clock
@@ -495,9 +676,13 @@ class _Listener:
             channel._token = anyio.lowlevel.current_token()
         wakeup = channel._wakeup
         if wakeup is None:
+            channel._wakeup_loop = current_loop()
             wakeup = channel._wakeup = anyio.Event()
         clock = self._clock
         try:
+            if self.ready:  # a publisher in another thread came in before the wake-up
+                await anyio.lowlevel.checkpoint()
+                return
             if clock is None or clock.leader is not None:
                 await wakeup.wait()
                 return
@@ -514,21 +699,27 @@ class _Listener:
                 clock.last_beat = now
                 channel._wake_all()
         except BaseException:
-            # Cancelled while waiting (the client left): leave the channel now, not when
-            # the garbage collector gets round to this object. A later read re-joins.
-            self._release()
+            # Cancelled while waiting (the client left, or a read timed out): stop counting
+            # as a subscriber now, not when the garbage collector gets round to this
+            # object. The listener stays open: a later read resumes where it was.
+            self.suspend()
             raise
 
     # -- leaving ---------------------------------------------------------------------------
 
-    def _release(self) -> None:
+    def suspend(self) -> None:
+        """Stop counting as a subscriber until the next read (its wait was cancelled)."""
         if self._registered:
             self._registered = False
             self._channel._unregister(self)
 
+    _release = suspend  # the former name
+
     def _finish(self) -> None:
-        self._done = True
-        self._release()
+        if not self._done:
+            self._done = True
+            self._channel._open -= 1
+        self.suspend()
 
     async def aclose(self) -> None:
         self._finish()
@@ -538,12 +729,15 @@ class _Listener:
         """Leave the channel now (sync)."""
         self._finish()
 
-    async def __aenter__(self) -> _Listener:
+    async def __aenter__(self) -> Listener:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._finish()
 
     def __del__(self) -> None:
-        if getattr(self, "_registered", False):
-            self._release()
+        if not getattr(self, "_done", True):
+            self._finish()
+
+
+_Listener = Listener  # the former name

@@ -6,6 +6,15 @@ naming the position reached in *every* channel (``a=<id>&b=<id>``, ids percent-e
 so whichever event was last before a reconnect, its ``Last-Event-ID`` lets each channel
 replay exactly what was missed. A channel that was empty when the stream began is listed
 with an empty position, meaning "everything it retains is new to this client".
+
+An event published with an empty id (``id=""``: per the spec, it resets the browser's
+last event id) resets its channel's position the same way: the channel leaves the
+composite id, and a reconnection follows it live from then on, as a single-channel stream
+would. (Its position never becomes "", which would replay everything retained again.)
+
+The stream ends as a whole when any of its channels ends it (a channel closed, or a
+listener lagging under ``lag_policy="close"``), after the events already taken: the client
+reconnects with its composite ``Last-Event-ID`` and every channel replays from there.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from urllib.parse import parse_qsl, quote
 import anyio
 import anyio.lowlevel
 
-from .channel import SSEChannel, _Listener
+from .channel import Listener, SSEChannel
 from .frames import HEARTBEAT, ServerSentEvent, id_line
 
 __all__ = ["MergedListener", "decode_positions", "encode_positions"]
@@ -57,7 +66,7 @@ class MergedListener:
             raise ValueError("a merged stream needs at least one channel")
         positions = decode_positions(last_event_id) if last_event_id is not None else None
         self._positions: dict[str, str] = {}
-        self._listeners: list[tuple[str, _Listener]] = []
+        self._listeners: list[tuple[str, Listener]] = []
         for channel in channels:
             name = channel.name
             if positions is not None and name in positions:
@@ -78,6 +87,7 @@ class MergedListener:
             self._listeners.append((name, listener))
         self._heartbeat_interval = heartbeat_interval
         self._last_activity = time.monotonic()
+        self._ended = False
 
     def use_heartbeat(self, interval: float) -> None:
         if self._heartbeat_interval is None:
@@ -95,20 +105,25 @@ class MergedListener:
 
     async def next_frames(self) -> bytes:
         while True:
+            if self._ended:
+                self.close()
+                raise StopAsyncIteration
             parts: list[bytes] = []
-            for name, listener in list(self._listeners):
+            for name, listener in self._listeners:
                 try:
-                    events = listener._take_ready()
+                    events = listener.take_ready()
                 except StopAsyncIteration:
-                    self._listeners.remove((name, listener))
-                    continue
+                    # One channel ended this stream: end all of it (after what was taken),
+                    # so that the client reconnects for every channel.
+                    self._ended = True
+                    break
                 for event in events:
                     parts.append(self._with_composite_id(name, event))
             if parts:
                 self._last_activity = time.monotonic()
                 return b"".join(parts)
-            if not self._listeners:
-                raise StopAsyncIteration
+            if self._ended:
+                continue
             if await self._wait_any():
                 self._last_activity = time.monotonic()
                 return _HEARTBEAT_FRAME
@@ -117,7 +132,10 @@ class MergedListener:
         frame = event._encoded
         if event.id is None:  # a notice: it must not move the client's Last-Event-ID
             return frame
-        self._positions[name] = event.id
+        if event.id:
+            self._positions[name] = event.id
+        else:
+            self._positions.pop(name, None)  # an empty id: follow this channel live
         # Stored frames start with their id line: swap it for the composite one.
         body = frame[len(id_line(event.id)) :]
         return id_line(encode_positions(self._positions)) + body
@@ -125,11 +143,15 @@ class MergedListener:
     async def _wait_any(self) -> bool:
         """Wait for any channel to publish or close; True if a heartbeat is due instead."""
         wakeup = anyio.Event()
-        channels = [listener._channel for _, listener in self._listeners]
+        channels = [listener.channel for _, listener in self._listeners]
         for channel in channels:
-            channel._linked.add(wakeup)
+            channel.link(wakeup)
         interval = self._heartbeat_interval
         try:
+            if any(listener.ready for _, listener in self._listeners):
+                # Published from another thread between our look and the link.
+                await anyio.lowlevel.checkpoint()
+                return False
             if interval is None:
                 await wakeup.wait()
                 return False
@@ -139,11 +161,11 @@ class MergedListener:
             return True
         except BaseException:
             for _, listener in self._listeners:
-                listener._release()  # the client left: leave every channel now
+                listener.suspend()  # the client left (or timed out): not a subscriber now
             raise
         finally:
             for channel in channels:
-                channel._linked.discard(wakeup)
+                channel.unlink(wakeup)
 
     async def aclose(self) -> None:
         self.close()

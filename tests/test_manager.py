@@ -76,7 +76,7 @@ async def test_remove_and_close_end_listeners_cleanly() -> None:
 
 
 async def test_max_channels_is_a_clear_error_when_none_is_idle() -> None:
-    manager = ChannelManager(max_channels=2)
+    manager = ChannelManager(max_channels=2, retention=0)
     listeners = [(await manager.get_or_create(name)).listen() for name in ("a", "b")]
     with pytest.raises(TooManyChannels, match="max_channels"):
         await manager.get_or_create("c")
@@ -86,13 +86,22 @@ async def test_max_channels_is_a_clear_error_when_none_is_idle() -> None:
     await listeners[1].aclose()
 
 
-async def test_channel_nobody_wrote_to_goes_when_its_last_listener_leaves() -> None:
-    manager = ChannelManager()
+async def test_channel_nobody_wrote_to_goes_once_its_last_listener_is_closed() -> None:
+    manager = ChannelManager(retention=0)
     channel = await manager.get_or_create("user-42")
     listener = channel.listen()
+    assert manager.sweep() == 0  # a listener object exists: kept
     assert await manager.list_channels() == ["user-42"]
     await listener.aclose()
+    assert manager.sweep() == 1
     assert await manager.list_channels() == []
+
+
+async def test_a_channel_just_handed_out_waits_for_its_first_subscriber() -> None:
+    manager = ChannelManager()  # default retention
+    await manager.get_or_create("user-42")
+    assert manager.sweep() == 0  # its caller is about to listen()
+    assert await manager.list_channels() == ["user-42"]
 
 
 async def test_channel_with_history_stays_for_its_retention() -> None:
@@ -112,32 +121,29 @@ async def test_idle_channels_past_retention_make_room() -> None:
     assert await manager.list_channels() == ["d"]
 
 
-async def test_an_evicted_channel_still_referenced_comes_back() -> None:
-    manager = ChannelManager()
+async def test_an_evicted_channel_still_referenced_is_the_one_that_comes_back() -> None:
+    manager = ChannelManager(retention=0)
     progress = await manager.get_or_create("tasks")  # held, like a module-level channel
-    progress.listen().close()  # a subscriber came and went: "tasks" was evicted
+    progress.listen().close()  # a subscriber came and went
+    assert manager.sweep() == 1
     assert await manager.get("tasks") is None
-    await progress.broadcast("50%")  # using the old object re-adopts it
-    assert await manager.get("tasks") is progress
-    listener = progress.listen(last_event_id=None)
-    await progress.broadcast("60%")
-    assert (await listener.__anext__()).data == "60%"
+    listener = progress.listen()  # used through the old object meanwhile
+    await progress.broadcast("50%")
+    again = await manager.get_or_create("tasks")
+    assert again is progress  # never a second channel of one name while the first lives
+    await again.broadcast("60%")
+    assert [(await listener.__anext__()).data for _ in range(2)] == ["50%", "60%"]
     await listener.aclose()
 
 
-async def test_an_evicted_channel_forwards_to_its_successor() -> None:
-    manager = ChannelManager()
-    old = await manager.get_or_create("tasks")
-    old.listen().close()
-    new = await manager.get_or_create("tasks")
-    assert new is not old
-    listener = new.listen()
-    stored = await old.broadcast("via the stale reference")
-    assert (await listener.__anext__()) == stored
-    old_listener = old.listen()  # subscribing through the stale object joins the new one
-    assert new.subscriber_count == 2
-    await old_listener.aclose()
-    await listener.aclose()
+async def test_an_evicted_channel_nobody_holds_is_gone() -> None:
+    manager = ChannelManager(retention=0)
+    channel = await manager.get_or_create("tasks")
+    await channel.broadcast("x")
+    del channel
+    manager.sweep()
+    fresh = await manager.get_or_create("tasks")
+    assert fresh.last_id is None  # a new channel, not the old one's history
 
 
 async def test_stats_per_channel_and_in_total() -> None:
@@ -166,7 +172,7 @@ class RecordingBackend(Backend):
 
     async def publish(self, channel: SSEChannel, event: ServerSentEvent) -> ServerSentEvent:
         self.calls.append(("publish", event.data))
-        return channel._store(event)
+        return channel.deliver(event)
 
     async def attach(self, channel: SSEChannel) -> None:
         self.calls.append(("attach", channel.name))

@@ -22,8 +22,13 @@ class Backend(ABC):
 
     A channel keeps its ring and its listeners' cursors locally. ``publish`` must store the
     event durably enough for the backend's promise, assign its id, make it reach
-    ``channel._store()`` in every process attached to the channel (this one included), and
-    return the stored event. A local backend can simply call ``channel._store(event)``.
+    ``channel.deliver()`` in every process attached to the channel (this one included), and
+    return the stored event. A local backend can simply return ``channel.deliver(event)``.
+    When events were lost on the way (trimmed upstream while this process was cut off),
+    call ``channel.note_gap(missed)`` before delivering the next one: listeners are told.
+    The manager calls ``attach`` before anyone sees a new channel (and again when it
+    brings back an evicted channel object that is still referenced; ``channel.last_id``
+    is then not None), and ``forget`` when it evicts one.
     """
 
     #: False for backends that need the network: then `SSEChannel.broadcast_nowait` refuses.
@@ -46,7 +51,7 @@ class Backend(ABC):
         return None
 
     def remember(self, channel: SSEChannel) -> None:
-        """An evicted ``channel`` is in use again: deliver into it again, from its last id."""
+        """Deprecated: the manager now calls ``attach`` again for a channel it brings back."""
         return None
 
     async def close(self) -> None:

@@ -13,4 +13,4 @@ if TYPE_CHECKING:
 
 class MemoryBackend(Backend):
     async def publish(self, channel: SSEChannel, event: ServerSentEvent) -> ServerSentEvent:
-        return channel._store(event)
+        return channel.deliver(event)
