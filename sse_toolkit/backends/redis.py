@@ -1,11 +1,14 @@
 """`RedisBackend`: channels shared by every process and host on one Redis, through Streams.
 
-Each channel is a Redis stream (``<prefix><channel>``). Publishing is an ``XADD`` trimmed
-to about the channel's capacity; the stream entry id is the event id, so ids are global
-and a client reconnecting to any process replays from its ``Last-Event-ID``. Each process
-runs one reader task on one connection: a blocking ``XREAD`` over all the streams it has
-channels for, fanning entries out into the local channels (the publishing process's own
-included), so every process sees one order per channel.
+Each channel is a Redis stream (``<prefix><channel>``). Publishing appends an entry (a
+small Lua script: ``XADD`` trimmed to about the channel's capacity, numbered, and its
+expiry refreshed); the stream entry id is the event id, so ids are global and a client
+reconnecting to any process replays from its ``Last-Event-ID``. Each process runs one
+reader on one connection: a blocking ``XREAD`` over all the streams it has channels for,
+fanning entries out into the local channels (the publishing process's own included), so
+every process sees one order per channel. ``publish`` returns once this process's channel
+holds the new entry (and every entry before it), so replay from the returned id works at
+once, here as anywhere.
 
 Failure model:
 
@@ -15,8 +18,16 @@ Failure model:
   jitter), reconnects and resumes each stream from the last id it delivered, so what was
   published meanwhile arrives, in order, once. Subscribers stay connected meanwhile and
   their heartbeats go on (they come from the channels, not from Redis).
+* Entries trimmed before this process read them (it was cut off, or behind, or its
+  channel was evicted meanwhile) are not skipped silently: every entry carries its number
+  in the stream (``n``), and a jump tells the channel exactly how many it missed
+  (``SSEChannel.note_gap``), so its listeners get ``sse.lagged`` (or, under
+  ``lag_policy="close"``, their streams end). A stream that starts over (it expired, or
+  Redis lost its data) after this process lost track of it counts as an unknown gap.
 * The backend connects lazily, on first use, so it works in hosts that do not forward
-  lifespan to mounted apps; `ChannelManager.close()` closes it.
+  lifespan to mounted apps. Its tasks (the reader, wake-ups) run in one anyio task group
+  held by one owner task per event loop; ``ChannelManager.close()`` closes the backend,
+  which cancels that task group and waits for it.
 
 redis-py's client is asyncio-only: on trio this backend raises a clear `RuntimeError`.
 """
@@ -27,10 +38,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+import anyio.abc
 import anyio.lowlevel
 
 from ..frames import ServerSentEvent, id_line
@@ -38,17 +53,53 @@ from .base import Backend, BackendUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
     from ..channel import SSEChannel
 
-__all__ = ["RedisBackend"]
+__all__ = ["DEFAULT_STREAM_TTL", "RedisBackend"]
 
 log = logging.getLogger("sse_toolkit.redis")
+
+DEFAULT_STREAM_TTL: Final = 86_400.0
+"""Seconds an idle stream (no publish) lives in Redis: a day, far beyond any reconnect."""
 
 _FIRST_DELAY: Final = 0.05
 _MAX_DELAY: Final = 5.0
 _MAX_CONNECTIONS: Final = 64
 _READ_COUNT: Final = 100  # bounds the loop's stall parsing one reply after a burst
+_OWNER_TASK: Final = "sse-toolkit redis backend"
+_READER_TASK: Final = "sse-toolkit redis reader"
+
+# KEYS[1]: the stream; ARGV: maxlen, expiry in ms (0: none), then the entry's fields.
+# The entry's number ("n", first field) is one more than the newest entry's: readers find
+# trimmed entries they never saw as a jump, and count them exactly. Numbering from the
+# stream itself keeps one key per channel, so the stream's expiry is the whole story.
+_PUBLISH_SCRIPT: Final = """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+local n = 1
+if newest and newest[2][1] == 'n' then n = tonumber(newest[2][2]) + 1 end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, unpack(ARGV, 3))
+if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return id
+"""
+
+StreamId = tuple[int, int]
+
+
+class _Cursor:
+    """Where this process stands in one channel's stream."""
+
+    __slots__ = ("channel", "id", "key", "n", "resumed")
+
+    def __init__(self, channel: SSEChannel, entry_id: str, n: int | None, *, resumed: bool):
+        self.channel = channel
+        self.id = entry_id  # the newest entry delivered into the channel ("0-0": none)
+        self.key = _id_key(entry_id)  # the same, to compare numerically
+        self.n = n  # its number in the stream, None if unknown
+        # Reading goes on from a saved position (after a reconnect, or the channel was
+        # evicted meanwhile): a stream that started over may have lost entries for us.
+        self.resumed = resumed
 
 
 class RedisBackend(Backend):
@@ -57,6 +108,11 @@ class RedisBackend(Backend):
     ``url`` takes ``redis://``, ``rediss://`` (TLS) and ``unix://`` forms, with a password
     (``redis://:secret@host:6379/0``). ``prefix`` namespaces the keys. ``maxlen`` bounds
     each stream (default: the channel's capacity, so local replay and Redis agree).
+    ``stream_ttl`` (seconds, default `DEFAULT_STREAM_TTL`, one day) is how long a stream
+    nobody publishes to stays in Redis: every publish renews it, so per-user or per-room
+    channels that fell silent do not keep keys forever; ``None`` keeps streams forever.
+    A client reconnecting after its stream expired gets ``sse.reset``, as for any id
+    that is no longer retained.
     """
 
     local = False
@@ -69,6 +125,7 @@ class RedisBackend(Backend):
         maxlen: int | None = None,
         block_ms: int = 5000,
         connect_timeout: float = 2.0,
+        stream_ttl: float | None = DEFAULT_STREAM_TTL,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401
@@ -76,17 +133,26 @@ class RedisBackend(Backend):
             raise ImportError(
                 "RedisBackend needs redis-py: pip install 'sse-toolkit[redis]'"
             ) from exc
-        if maxlen is not None and maxlen < 1:
+        if maxlen is not None and (type(maxlen) is not int or maxlen < 1):
             raise ValueError(f"maxlen must be a positive int or None, not {maxlen!r}")
-        if block_ms < 1:
-            raise ValueError(f"block_ms must be >= 1, not {block_ms!r}")
+        if type(block_ms) is not int or block_ms < 1:
+            raise ValueError(f"block_ms must be an int >= 1, not {block_ms!r}")
+        if not _positive_number(connect_timeout):
+            raise ValueError(f"connect_timeout must be > 0 seconds, not {connect_timeout!r}")
+        if stream_ttl is not None and not _positive_number(stream_ttl):
+            raise ValueError(f"stream_ttl must be > 0 seconds or None, not {stream_ttl!r}")
         self.url = url
         self.prefix = prefix
         self.maxlen = maxlen
         self.block_ms = block_ms
         self.connect_timeout = connect_timeout
-        self._channels: dict[str, SSEChannel] = {}
-        self._positions: dict[str, str] = {}  # channel -> last stream id delivered locally
+        self.stream_ttl = stream_ttl
+        self._ttl_ms = "0" if stream_ttl is None else str(max(1, math.ceil(stream_ttl * 1000)))
+        self._cursors: dict[str, _Cursor] = {}  # by channel name: the channels attached
+        # Where evicted channels stood, to resume them exactly if they come back.
+        self._parked: weakref.WeakKeyDictionary[SSEChannel, tuple[str, int | None]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._wake_key = f"{prefix}__wake__:{uuid.uuid4().hex}"
         # Read from the last wake-up seen, not "$": a wake-up written after the reader built
         # its list of streams but before Redis ran its XREAD must still end that XREAD.
@@ -94,8 +160,11 @@ class RedisBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Redis | None = None
         self._reader_client: Redis | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._publish_script: AsyncScript | None = None
+        self._owner: asyncio.Task[None] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._read_done: anyio.Event | None = None  # set (and replaced) after each read
+        self._backing_off = False
         # Bumped by close(): a reader of an older generation stops, even when redis-py
         # turned its cancellation into another error (it does, e.g. during a handshake).
         self._generation = 0
@@ -110,30 +179,39 @@ class RedisBackend(Backend):
             raise ValueError(
                 "id: with RedisBackend every event's id is its Redis stream id; do not set one"
             )
-        client = self._ensure()
+        self._ensure()
+        assert self._publish_script is not None
         fields = _fields(event)
-        maxlen = self.maxlen or channel.capacity
+        args: list[Any] = [self.maxlen or channel.capacity, self._ttl_ms]
+        for item in fields.items():
+            args += item
         try:
-            entry_id = await client.xadd(self._key(channel.name), fields, maxlen=maxlen)
+            entry_id = _text(await self._publish_script(keys=[self._key(channel.name)], args=args))
         except Exception as exc:
             raise _unavailable(exc) from exc
-        return _event(_text(entry_id), fields)
+        await self._catch_up(channel, entry_id)
+        return _event(entry_id, fields)
 
     async def attach(self, channel: SSEChannel) -> None:
         client = self._ensure()
         name = channel.name
-        position = channel.last_id
-        if position is None:
+        if channel.last_id is None:
             # A new local channel: load what Redis retains, so replay works here too.
             try:
                 entries: Any = await client.xrevrange(self._key(name), count=channel.capacity)
             except Exception as exc:
                 raise _unavailable(exc) from exc
             for entry_id, fields in reversed(entries or []):
-                channel._store(_event(_text(entry_id), fields))
-            position = _text(entries[0][0]) if entries else "0-0"
-        self._channels[name] = channel
-        self._positions[name] = position
+                _deliver_event(channel, _event(_text(entry_id), fields))
+            if entries:
+                cursor = _Cursor(
+                    channel, _text(entries[0][0]), _number(entries[0][1]), resumed=False
+                )
+            else:
+                cursor = _Cursor(channel, "0-0", 0, resumed=False)  # the next entry is n=1
+            self._cursors[name] = cursor
+        else:
+            self._resume(channel)
         await self._wake_reader()
 
     async def detach(self, channel: SSEChannel) -> None:
@@ -142,44 +220,126 @@ class RedisBackend(Backend):
         await anyio.lowlevel.checkpoint()
 
     def forget(self, channel: SSEChannel) -> None:
-        if self._channels.get(channel.name) is channel:
-            del self._channels[channel.name]
-            del self._positions[channel.name]
+        cursor = self._cursors.get(channel.name)
+        if cursor is not None and cursor.channel is channel:
+            del self._cursors[channel.name]
+            self._parked[channel] = (cursor.id, cursor.n)
 
     def remember(self, channel: SSEChannel) -> None:
-        self._channels[channel.name] = channel
-        self._positions[channel.name] = channel.last_id or "0-0"
-        self._spawn(self._wake_reader())
+        self._resume(channel)
+        if self._task_group is not None:
+            self._task_group.start_soon(self._wake_reader)
+        # else: the reader has not started yet; its first read includes this channel
 
     async def close(self) -> None:
         self._generation += 1
-        tasks = list(self._tasks)
-        if self._reader is not None:
-            tasks.append(self._reader)
-        for task in tasks:
-            task.cancel()
-        same_loop = self._loop is not None and self._loop is asyncio.get_running_loop()
-        for client in (self._reader_client, self._client):
-            if client is not None and same_loop:
-                # redis-py finishes a blocking read before it honours a cancellation:
-                # closing the sockets under it is what makes the reader stop now.
-                with contextlib.suppress(Exception):
-                    await client.connection_pool.disconnect(inuse_connections=True)
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-        if tasks and same_loop:
-            await asyncio.wait(tasks, timeout=self.connect_timeout)
-        self._tasks.clear()
-        self._reader = self._client = self._reader_client = None
-        self._channels.clear()
-        self._positions.clear()
+        owner, task_group = self._owner, self._task_group
+        try:
+            same_loop = self._loop is not None and self._loop is asyncio.get_running_loop()
+        except RuntimeError:  # on trio: nothing of ours can be running here
+            same_loop = False
+        if same_loop:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+            elif owner is not None:
+                owner.cancel()  # not started yet
+            for client in (self._reader_client, self._client):
+                if client is not None:
+                    # redis-py finishes a blocking read before it honours a cancellation:
+                    # closing the sockets under it is what makes the reader stop now.
+                    with contextlib.suppress(Exception):
+                        await client.connection_pool.disconnect(inuse_connections=True)
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+            if owner is not None:
+                await asyncio.wait([owner], timeout=self.connect_timeout)
+        self._owner = self._task_group = self._read_done = None
+        self._client = self._reader_client = self._publish_script = None
+        self._cursors.clear()
+        self._parked.clear()
         self._loop = None
         self.connected = False
+
+    # -- delivering ------------------------------------------------------------------------
+
+    def _resume(self, channel: SSEChannel) -> None:
+        """Deliver into ``channel`` again, from where it stands (it was evicted)."""
+        parked = self._parked.pop(channel, None)
+        last_id = channel.last_id or "0-0"
+        if parked is not None and parked[0] == last_id:
+            cursor = _Cursor(channel, last_id, parked[1], resumed=True)
+        else:
+            cursor = _Cursor(channel, last_id, None, resumed=True)
+        self._cursors[channel.name] = cursor
+
+    def _deliver(self, cursor: _Cursor, entries: Any) -> None:
+        """Deliver stream entries, oldest first, skipping those delivered already, and
+        telling the channel about entries it can no longer get."""
+        channel = cursor.channel
+        for entry_id, fields in entries:
+            position = _text(entry_id)
+            key = _id_key(position)
+            if key <= cursor.key:
+                continue  # delivered already (by the reader, or by a publish catching up)
+            n = _number(fields)
+            gap = False
+            missed: int | None = None
+            if n is not None and cursor.n is not None:
+                if n > cursor.n + 1:
+                    gap, missed = True, n - cursor.n - 1
+                elif n <= cursor.n and cursor.resumed:
+                    gap = True  # the stream started over while we were away: unknown
+            cursor.id, cursor.key, cursor.n, cursor.resumed = position, key, n, False
+            try:
+                event = _event(position, fields)
+            except ValueError as exc:  # an entry we did not write
+                log.warning("skipping Redis entry %s of %r: %s", position, channel.name, exc)
+                continue
+            if gap:
+                log.warning(
+                    "channel %r: %s entries trimmed from Redis before this process read them",
+                    channel.name,
+                    "unknown" if missed is None else missed,
+                )
+                channel.note_gap(missed)
+            _deliver_event(channel, event)
+
+    async def _catch_up(self, channel: SSEChannel, entry_id: str) -> None:
+        """Return once ``channel`` holds the entry just published, and all before it.
+
+        The reader delivers it (it reads every stream of ours, in order); if it does not
+        within ``connect_timeout`` (it is reconnecting, say), fetch up to it here, through
+        the same deduplicating delivery.
+        """
+        target = _id_key(entry_id)
+        cursor = self._cursors.get(channel.name)
+        if cursor is None or cursor.channel is not channel or cursor.key >= target:
+            return  # not attached (nothing reads it here), or delivered already
+        with anyio.move_on_after(self.connect_timeout):
+            while not self._backing_off and self._cursors.get(channel.name) is cursor:
+                read_done = self._read_done
+                if cursor.key >= target or read_done is None:
+                    break
+                await read_done.wait()
+        if cursor.key >= target or self._cursors.get(channel.name) is not cursor:
+            return
+        client = self._client
+        if client is None:
+            return
+        try:
+            entries: Any = await client.xrevrange(
+                self._key(channel.name), max=entry_id, min=f"({cursor.id}", count=channel.capacity
+            )
+        except Exception as exc:  # stored in Redis all the same: the reader delivers it later
+            log.warning("could not fetch Redis entry %s of %r: %s", entry_id, channel.name, exc)
+            return
+        if self._cursors.get(channel.name) is cursor:
+            self._deliver(cursor, reversed(entries or []))
 
     # -- connections and the reader --------------------------------------------------------
 
     def _ensure(self) -> Redis:
-        """Clients and reader for the running loop, created on first use."""
+        """Clients, and the task owning the reader, for the running loop; made on first use."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -190,18 +350,28 @@ class RedisBackend(Backend):
         if self._loop is not loop:
             # First use, or a new event loop (a restarted server): start afresh.
             self._loop = loop
-            self._tasks.clear()
-            self._reader = None
+            self._owner = self._task_group = None
             self._client = self._connect(timeout=self.connect_timeout)
             self._reader_client = self._connect(timeout=self.block_ms / 1000 + 5)
-        if self._reader is None or self._reader.done():
-            if self._reader is not None and not self._reader.cancelled():
-                log.error("the Redis reader had stopped (%r); restarting it", self._reader)
-            self._reader = loop.create_task(
-                self._read_forever(self._generation), name="sse-toolkit redis reader"
-            )
+            self._publish_script = self._client.register_script(_PUBLISH_SCRIPT)
+            self._read_done = anyio.Event()
+        if self._owner is None or self._owner.done():
+            if self._owner is not None and not self._owner.cancelled():
+                log.error("the Redis backend's tasks had stopped (%r); restarting", self._owner)
+            self._owner = loop.create_task(self._own(self._generation), name=_OWNER_TASK)
         assert self._client is not None
         return self._client
+
+    async def _own(self, generation: int) -> None:
+        """Hold this loop's task group: the reader, and wake-ups; close() cancels it."""
+        async with anyio.create_task_group() as task_group:
+            self._task_group = task_group
+            try:
+                task_group.start_soon(self._read_forever, generation, name=_READER_TASK)
+                await anyio.sleep_forever()
+            finally:
+                if self._task_group is task_group:
+                    self._task_group = None
 
     def _connect(self, *, timeout: float) -> Redis:
         from redis.asyncio import BlockingConnectionPool, Redis
@@ -236,15 +406,6 @@ class RedisBackend(Backend):
     def _key(self, channel: str) -> str:
         return f"{self.prefix}{channel}"
 
-    def _spawn(self, coroutine: Any) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coroutine)
-        except RuntimeError:  # no running loop: the reader picks changes up on its next read
-            coroutine.close()
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _wake_reader(self) -> None:
         """Make the reader's blocking XREAD return, so it reads the new set of streams."""
         if self._client is None:
@@ -255,14 +416,21 @@ class RedisBackend(Backend):
         except Exception:  # down: the reader rebuilds its streams when it reconnects
             pass
 
+    def _read_finished(self) -> None:
+        """Wake publishes waiting for the reader (see _catch_up)."""
+        read_done = self._read_done
+        if read_done is not None:
+            self._read_done = anyio.Event()
+            read_done.set()
+
     async def _read_forever(self, generation: int) -> None:
         delay = _FIRST_DELAY
         prefix_length = len(self.prefix)
         while self._generation == generation:
             client = self._reader_client
             assert client is not None
-            streams: dict[Any, Any] = {self._wake_key: self._wake_position}
-            streams.update({self._key(name): pos for name, pos in self._positions.items()})
+            streams: dict[Any, Any] = {self._key(name): c.id for name, c in self._cursors.items()}
+            streams[self._wake_key] = self._wake_position
             try:
                 response: Any = await client.xread(streams, count=_READ_COUNT, block=self.block_ms)
             except asyncio.CancelledError:
@@ -273,7 +441,14 @@ class RedisBackend(Backend):
                 if self.connected or delay == _FIRST_DELAY:
                     log.warning("Redis reader lost its connection (%s); reconnecting", exc)
                 self.connected = False
-                await asyncio.sleep(delay * (0.5 + random.random()))
+                for cursor in self._cursors.values():
+                    cursor.resumed = True
+                self._backing_off = True
+                self._read_finished()
+                try:
+                    await anyio.sleep(delay * (0.5 + random.random()))
+                finally:
+                    self._backing_off = False
                 delay = min(delay * 2, _MAX_DELAY)
                 continue
             if self._generation != generation:
@@ -285,21 +460,19 @@ class RedisBackend(Backend):
                 self.connected = True
             delay = _FIRST_DELAY
             for key, entries in response or ():
-                if _text(key) == self._wake_key:
+                name = _text(key)
+                if name == self._wake_key:
                     if entries:
                         self._wake_position = _text(entries[-1][0])
                     continue
-                name = _text(key)[prefix_length:]
-                channel = self._channels.get(name)
-                if channel is None:
-                    continue  # the wake stream, or a channel forgotten meanwhile
-                for entry_id, fields in entries:
-                    position = _text(entry_id)
-                    self._positions[name] = position
-                    try:
-                        channel._store(_event(position, fields))
-                    except Exception as exc:  # a closed channel, or an entry we did not write
-                        log.warning("skipping Redis entry %s of %r: %s", position, name, exc)
+                reading = self._cursors.get(name[prefix_length:])
+                if reading is not None:  # else a channel forgotten meanwhile
+                    self._deliver(reading, entries)
+            self._read_finished()
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def _unavailable(exc: Exception) -> Exception:
@@ -310,8 +483,29 @@ def _unavailable(exc: Exception) -> Exception:
     return exc
 
 
+def _deliver_event(channel: SSEChannel, event: ServerSentEvent) -> None:
+    try:
+        channel.deliver(event)
+    except Exception as exc:  # a closed channel: nobody to deliver to
+        log.debug("not delivered into %r: %s", channel.name, exc)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> StreamId:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _number(fields: Any) -> int | None:
+    """An entry's number in its stream (None for entries written without one)."""
+    value = fields.get(b"n", fields.get("n"))
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _fields(event: ServerSentEvent) -> dict[Any, Any]:
