@@ -211,11 +211,20 @@ def redis_backend(manager: ChannelManager) -> RedisBackend:
 
 @asynccontextmanager
 async def managers(
-    url: str, prefix: str, count: int = 2, *, block_ms: int = 5000, **options: Any
+    url: str,
+    prefix: str,
+    count: int = 2,
+    *,
+    block_ms: int = 5000,
+    stream_ttl: float | None = 3600.0,
+    **options: Any,
 ) -> AsyncIterator[list[ChannelManager]]:
     """``count`` managers each on its own RedisBackend: as many processes, as Redis sees it."""
     made = [
-        ChannelManager(backend=RedisBackend(url, prefix=prefix, block_ms=block_ms), **options)
+        ChannelManager(
+            backend=RedisBackend(url, prefix=prefix, block_ms=block_ms, stream_ttl=stream_ttl),
+            **options,
+        )
         for _ in range(count)
     ]
     try:
@@ -629,8 +638,9 @@ async def test_managers_ride_out_a_redis_restart(redis_server: Any) -> None:
                     [f"before {n}" for n in range(3)] + [f"after {n}" for n in range(3)] + ["last"]
                 )
                 assert_strictly_increasing([event.id for event in collector.events])
+            # A publish may have fetched its own event while its reader was still away.
+            await until(lambda: all(redis_backend(m).connected for m in (one, two)), "down")
             for manager in (one, two):
-                assert redis_backend(manager).connected
                 assert redis_backend(manager).reconnects >= 1
 
 
@@ -834,9 +844,11 @@ async def test_evicted_channel_catches_up_when_used_again(prefix: str) -> None:
                 missed = [await room.broadcast(f"missed {n}") for n in range(3)]
                 await all_received([watcher], missed[-1])
 
-                # Used again through the stale reference: it is readopted and catches up
-                # from its last id with what the other process published meanwhile.
-                async with collecting(stale.listen(last_event_id=first.id)) as (back,):
+                # Asked for again while still referenced: the same object comes back and
+                # catches up from its last id with what the other process published.
+                again = await evicting.get_or_create("room")
+                assert again is stale
+                async with collecting(again.listen(last_event_id=first.id)) as (back,):
                     assert await evicting.get("room") is stale
                     await until(lambda: len(back.events) >= 3, lambda: back.events)
                     newer = await stale.broadcast("newer")
@@ -845,3 +857,129 @@ async def test_evicted_channel_catches_up_when_used_again(prefix: str) -> None:
                     assert watcher.events == [*missed, newer]
                     assert stale.history() == [first, *missed, newer]
                     assert_strictly_increasing([e.id for e in stale.history() or []])
+
+
+# -- 7. broadcast returns once the event is here (issue 8, defect 9) -----------------------
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_broadcast_returns_with_its_event_in_the_local_ring_in_stream_order(
+    prefix: str,
+) -> None:
+    async with managers(SHARED_URL, prefix) as (one, two):
+        rooms = [await one.get_or_create("room"), await two.get_or_create("room")]
+        not_here: list[ServerSentEvent] = []
+
+        async def publish_and_check(room: SSEChannel, n: int) -> None:
+            event = await room.broadcast(f"event {n}")
+            # Replay from the returned id works at once: the id is known here ...
+            if room.history(event.id) is None:
+                not_here.append(event)
+
+        # Both processes at once: each one's events interleave with the other's in Redis.
+        async with anyio.create_task_group() as tg:
+            for n in range(60):
+                tg.start_soon(publish_and_check, rooms[n % 2], n)
+        assert not_here == [], f"not in the local ring when broadcast returned: {not_here}"
+
+        # ... and a client resuming from it gets the next event, not sse.reset.
+        for room in rooms:
+            mine = await room.broadcast("mine")
+            listener = room.listen(last_event_id=mine.id)
+            following = await rooms[0].broadcast("following")
+            with anyio.fail_after(WAIT):
+                assert await listener.__anext__() == following
+            await listener.aclose()
+
+        shared = redis.Redis.from_url(SHARED_URL, socket_timeout=WAIT)
+        try:
+            stored = [text(entry_id) for entry_id, _ in shared.xrange(f"{prefix}room")]
+        finally:
+            shared.close()
+        # One order, no duplicates: what each process holds is the stream, entry for entry.
+        for room in rooms:
+            await until(lambda: room.last_id == stored[-1], "not caught up")  # noqa: B023
+            assert [event.id for event in room.history() or []] == stored
+
+
+# -- 8. the backend's tasks and its keys (issue 8, defect 11) ------------------------------
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_the_backends_tasks_run_in_one_task_group_that_close_ends(prefix: str) -> None:
+    owner_name = "sse-toolkit redis backend"
+    async with managers(SHARED_URL, prefix, 1) as (manager,):
+        await manager.get_or_create("room")
+        await until(lambda: len(running_readers()) == 1, "no reader")
+        tasks = {info.name: info for info in anyio.get_running_tasks()}
+        owner, reader = tasks.get(owner_name), tasks.get(READER_TASK)
+        assert reader is not None and owner is not None, sorted(map(str, tasks))
+        # The reader is a child of the owner's task group, not a free-standing task.
+        assert reader.parent_id == owner.id
+        await manager.close()
+        names = {info.name for info in anyio.get_running_tasks()}
+        assert owner_name not in names and READER_TASK not in names
+        # Used again after close, it starts afresh (as a restarted server would).
+        room = await manager.get_or_create("room")
+        event = await room.broadcast("again")
+        assert room.last_id == event.id
+        assert len(running_readers()) == 1
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_stream_ttl_is_renewed_by_each_publish(prefix: str) -> None:
+    shared = redis.Redis.from_url(SHARED_URL, socket_timeout=WAIT)
+    try:
+        for name, options, expected in [
+            ("default", {}, (86_000_000, 86_400_000)),
+            ("minute", {"stream_ttl": 60}, (55_000, 60_000)),
+            ("forever", {"stream_ttl": None}, (-1, -1)),
+        ]:
+            backend = RedisBackend(SHARED_URL, prefix=prefix, **options)
+            manager = ChannelManager(backend=backend)
+            try:
+                room = await manager.get_or_create(name)
+                for _ in range(2):
+                    await room.broadcast("renews")
+                    ttl = shared.pttl(f"{prefix}{name}")
+                    assert expected[0] <= ttl <= expected[1], (name, ttl)
+                    if expected[0] > 0:
+                        shared.pexpire(f"{prefix}{name}", 1_000_000)  # the next one renews it
+            finally:
+                await manager.close()
+    finally:
+        shared.close()
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_an_idle_stream_expires_and_starts_over_without_a_false_alarm(prefix: str) -> None:
+    shared = redis.Redis.from_url(SHARED_URL, socket_timeout=WAIT)
+    key = f"{prefix}room"
+    try:
+        async with managers(SHARED_URL, prefix, 2, stream_ttl=0.3) as (one, two):
+            rooms = [await one.get_or_create("room"), await two.get_or_create("room")]
+            async with collecting(*(room.listen() for room in rooms)) as collectors:
+                old = await rooms[0].broadcast("before it expired")
+                await all_received(collectors, old)
+                await until(lambda: not shared.exists(key), "the stream did not expire")
+                new = await rooms[1].broadcast("after it expired")
+                await all_received(collectors, new)
+                # Both listeners read continuously: nothing was lost, so no notice.
+                assert [c.events for c in collectors] == [[old, new]] * 2
+            # A third process attaching now knows only the new stream: the old id is gone.
+            async with managers(SHARED_URL, prefix, 1) as (three,):
+                room = await three.get_or_create("room")
+                assert room.history() == [new]
+                assert room.history(old.id) is None
+    finally:
+        shared.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "60", True])
+def test_stream_ttl_must_be_a_positive_number_of_seconds(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"^stream_ttl must be > 0 seconds or None"):
+        RedisBackend(SHARED_URL, stream_ttl=bad)
