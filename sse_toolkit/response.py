@@ -191,8 +191,10 @@ class _Stream:
             if self.error is not None:
                 raise self.error
             if not self.disconnected:
-                with anyio.move_on_after(response.send_timeout or _FINAL_SEND_TIMEOUT):
+                with anyio.move_on_after(response.send_timeout or _FINAL_SEND_TIMEOUT) as final:
                     await self._send_or_drop({"type": "http.response.body", "body": b""})
+                if final.cancelled_caught:
+                    self._drop()  # it stopped reading before the end: dropped, like any stall
         finally:
             await aclose_quietly(iterator)
             if self.disconnected and response.on_disconnect is not None:
