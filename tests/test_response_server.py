@@ -4,7 +4,8 @@ httpx-sse over loopback."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -25,22 +26,41 @@ class App:
     def __init__(self) -> None:
         self.closed = threading.Event()
         self.disconnected = threading.Event()
+        self.closed_before_disconnected: bool | None = None
+
+    def _disconnected(self) -> None:
+        self.closed_before_disconnected = self.closed.is_set()
+        self.disconnected.set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
+        source: AsyncIterator[Any] | Iterator[Any]
         if scope["path"] == "/count":
             n = int(scope["query_string"].decode().partition("=")[2])
-            source: AsyncIterator[Any] = self.count(n)
+            source = self.count(n)
+        elif scope["path"] == "/blocking":
+            source = self.blocking()
         else:
             source = self.forever()
         response = EventStreamResponse(
-            source, retry=1000, heartbeat_interval=0.05, on_disconnect=self.disconnected.set
+            source, retry=1000, heartbeat_interval=0.05, on_disconnect=self._disconnected
         )
         await response(scope, receive, send)
 
     async def count(self, n: int) -> AsyncIterator[ServerSentEvent]:
         for i in range(n):
             yield ServerSentEvent({"i": i, "text": "line 1\nline 2"}, event="count", id=str(i))
+
+    def blocking(self) -> Iterator[str]:
+        """A sync generator whose every next() blocks its worker thread for a while."""
+        try:
+            i = 0
+            while True:
+                yield f"tick {i}"
+                i += 1
+                time.sleep(0.3)
+        finally:
+            self.closed.set()
 
     async def forever(self) -> AsyncIterator[str]:
         try:
@@ -86,6 +106,24 @@ def test_real_server_client_disconnect_closes_the_generator(server: str) -> None
         # closing the connection must end the server side promptly
         assert app.closed.wait(WAIT), "the generator was not closed after the client left"
         assert app.disconnected.wait(WAIT)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_real_server_client_leaving_during_a_blocking_next_closes_the_sync_generator(
+    server: str,
+) -> None:
+    """Issue 8, defect 19: the client leaves while the generator's thread sits in next();
+    the response waits for that next() and closes the generator before on_disconnect."""
+    app = App()
+    with serve(app, server) as url, httpx.Client(timeout=WAIT) as client:
+        with connect_sse(client, "GET", f"{url}/blocking") as source:
+            for event in source.iter_sse():
+                if event.data:
+                    assert event.data == "tick 0"
+                    break
+        assert app.disconnected.wait(WAIT), "the server never saw the client leave"
+    assert app.closed.is_set(), "the sync generator was not closed"
+    assert app.closed_before_disconnected, "on_disconnect ran before the generator was closed"
 
 
 @pytest.mark.parametrize("server", SERVERS)
