@@ -39,9 +39,9 @@ import pytest
 
 from .servers import free_port
 
-pytestmark = pytest.mark.soak
-
 CYCLES = int(os.environ.get("SSE_TOOLKIT_SOAK_CYCLES", "2000"))
+# ~20 s per 2,000 cycles here: the per-test timeout grows with the size asked for.
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(120 + CYCLES // 20)]
 WORKERS = 12
 CHANNELS = ("soak-a", "soak-b")
 PAYLOAD = "x" * 1000
