@@ -11,6 +11,13 @@ One stream runs as a small task group:
   sender sends everything that piled up during its last send in one body message.
   A channel listener (a `FrameBatches`) needs no producer: it hands over ready frames
   itself, and heartbeats come from the channel's shared clock.
+
+How a stream ends: the body is complete (a final empty body message); the client leaves,
+or any ``send``/``receive`` fails, or the send timeout or a stalled final send drops it
+(no final message, ``on_disconnect`` runs); the source raises (what it yielded before is
+sent, then its exception propagates unchanged, the body left unfinished); or the caller
+cancels. Whichever it is, the source is closed first (a sync one in a worker thread,
+after the ``next()`` running there returns: see `_ThreadedIterator`).
 """
 
 from __future__ import annotations
@@ -90,7 +97,9 @@ class EventStreamResponse:
     ``content`` is an async or sync iterable of `ServerSentEvent`, ``dict`` (the event's
     fields), ``str`` (a data-only event) or ``bytes`` (frames already encoded). Sync
     iterables other than lists and tuples run in a worker thread, so a blocking generator
-    never stalls the event loop.
+    never stalls the event loop; it is closed there too, once the ``next()`` in flight
+    returns (waiting up to `SYNC_CLOSE_TIMEOUT` seconds; a ``next()`` blocked longer
+    closes the generator itself when it returns).
 
     - ``heartbeat_interval``: send ``: heartbeat`` after that many idle seconds (None: off).
     - ``send_timeout``: drop a client whose ``send`` has not returned for that long (it
