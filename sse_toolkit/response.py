@@ -164,6 +164,7 @@ class _Stream:
         self.last_activity = time.monotonic()
         self.send_started: float | None = None
         self.watched = True  # a watchdog reads send_started / last_activity
+        self.started = False  # http.response.start was sent
         # The producer/sender hand-off (plain iterables only).
         self.buffer: list[bytes] = []
         self.buffered_bytes = 0
@@ -201,7 +202,9 @@ class _Stream:
                 raise self.error
             if not self.disconnected:
                 with anyio.move_on_after(response.send_timeout or _FINAL_SEND_TIMEOUT) as final:
-                    await self._send_or_drop({"type": "http.response.body", "body": b""})
+                    # (max_duration may be up before the start was sent: an empty body then)
+                    if self.started or await self._send_or_drop(self._start_message()):
+                        await self._send_or_drop({"type": "http.response.body", "body": b""})
                 if final.cancelled_caught:
                     self._drop()  # it stopped reading before the end: dropped, like any stall
         finally:
@@ -213,14 +216,10 @@ class _Stream:
     async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:
         """Everything before the final body message: start, retry, the events."""
         response = self.response
-        start: Message = {
-            "type": "http.response.start",
-            "status": response.status_code,
-            "headers": response.raw_headers,
-        }
-        if not await self._send_or_drop(start):
+        if not await self._send_or_drop(self._start_message()):
             await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
             return
+        self.started = True
         if head_only:
             return
         if response.retry_frame is not None:
@@ -232,6 +231,14 @@ class _Stream:
             await self._drain()
 
     # -- sending ---------------------------------------------------------------------------
+
+    def _start_message(self) -> Message:
+        response = self.response
+        return {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
 
     async def _send_or_drop(self, message: Message) -> bool:
         """Send one message; False when the client is gone (the stream is being cancelled)."""

@@ -468,3 +468,23 @@ async def test_sync_generator_closed_on_outside_cancellation_while_blocked() -> 
         await wait_for_thread_event(source.blocked)
         tg.cancel_scope.cancel()
     assert source.finally_ran.wait(WAIT)
+
+
+@pytest.mark.parametrize("max_duration", [0, 0.001])
+async def test_max_duration_up_during_a_slow_start_still_ends_the_body_cleanly(
+    max_duration: float,
+) -> None:
+    client = Client()
+    source = Tracked(["a"], then_wait=True)
+
+    async def slow_start_send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            await anyio.sleep(0.02)  # the server takes its time with the headers
+        await client.send(message)
+
+    response = EventStreamResponse(source.gen(), max_duration=max_duration)
+    with anyio.fail_after(WAIT):
+        await response(client.scope, client.receive, slow_start_send)
+    assert client.start["status"] == 200  # start first, then exactly one final body
+    assert client.finished
+    assert [m["type"] for m in client.messages].count("http.response.start") == 1
