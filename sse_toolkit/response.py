@@ -38,7 +38,7 @@ from ._concurrency import CLOSE_TIMEOUT, Wakeup, aclose_quietly, call_maybe_asyn
 from ._types import FrameBatches, Message, Receive, Scope, Send
 from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
 
-__all__ = ["SYNC_CLOSE_TIMEOUT", "EventStreamResponse"]
+__all__ = ["HOOK_TIMEOUT", "SYNC_CLOSE_TIMEOUT", "EventStreamResponse"]
 
 log = logging.getLogger("sse_toolkit.response")
 
@@ -73,6 +73,8 @@ _GONE_ERRORS: Final = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceE
 
 SYNC_CLOSE_TIMEOUT = CLOSE_TIMEOUT
 """How long closing a sync iterator waits for the ``next()`` running in its worker thread."""
+HOOK_TIMEOUT = CLOSE_TIMEOUT
+"""How long an async ``on_disconnect`` may run (shielded) before it is cancelled."""
 
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
@@ -105,7 +107,8 @@ class EventStreamResponse:
     - ``send_timeout``: drop a client whose ``send`` has not returned for that long (it
       stopped reading); checked by a watchdog, within about 1.5 x the timeout.
     - ``retry``: an initial ``retry:`` frame (milliseconds) for the browser's reconnects.
-    - ``on_disconnect``: called (sync or async) when the client leaves or is dropped.
+    - ``on_disconnect``: called (sync or async) when the client leaves or is dropped,
+      after the source is closed; shielded from cancellation, at most `HOOK_TIMEOUT` s.
     - ``max_buffer_bytes``: how far a plain iterable may be read ahead of a slow client;
       at most about twice this is held (one batch being sent, one filling).
     - ``max_duration``: end the body cleanly after that many seconds (e.g. when the
@@ -210,7 +213,8 @@ class _Stream:
         finally:
             await aclose_quietly(iterator)
             if self.disconnected and response.on_disconnect is not None:
-                with anyio.CancelScope(shield=True):
+                # Shielded, and bounded like closing the source: a hook must not hang us.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(HOOK_TIMEOUT):
                     await call_maybe_async(response.on_disconnect)
 
     async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:

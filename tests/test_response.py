@@ -488,3 +488,19 @@ async def test_max_duration_up_during_a_slow_start_still_ends_the_body_cleanly(
     assert client.start["status"] == 200  # start first, then exactly one final body
     assert client.finished
     assert [m["type"] for m in client.messages].count("http.response.start") == 1
+
+
+async def test_a_hanging_async_disconnect_hook_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sse_toolkit import response as response_module
+
+    monkeypatch.setattr(response_module, "HOOK_TIMEOUT", 0.05)
+    entered = anyio.Event()
+
+    async def hook() -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    client = Client()
+    client.broken_body = True
+    await run(EventStreamResponse(Tracked(["a"]).gen(), on_disconnect=hook), client)
+    assert entered.is_set()
