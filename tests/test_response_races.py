@@ -302,7 +302,7 @@ async def drive(plan: Plan) -> None:
     elif raised is None:
         # The body ended, or the client was (seen) gone: exactly one of them.
         assert peer.finished != bool(hook_calls), (plan, peer.finished, hook_calls)
-    if peer.send_fault_hit and not peer.cancelled:
+    if peer.send_fault_hit and not peer.cancelled and raised is None:
         assert hook_calls == ["gone"], plan  # a failed or stalled send drops the client
     if hook_calls:
         assert peer.send_fault_hit or peer.receive_fault_hit, plan
