@@ -425,7 +425,8 @@ class _ThreadedIterator:
     flight (a cancelled read is abandoned, not waited for), up to `SYNC_CLOSE_TIMEOUT`.
     Past that the response goes on, and the thread still in ``next()`` closes the iterator
     itself as soon as ``next()`` returns. A ``next()`` that never returns keeps its worker
-    thread, and the iterator stays open, for as long as it blocks.
+    thread, and the iterator stays open, for as long as it blocks (a non-daemon worker
+    thread can then also hold up the process's exit): give blocking calls a timeout.
     """
 
     __slots__ = ("_closed", "_closing", "_iterator", "_lock")
