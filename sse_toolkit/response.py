@@ -67,9 +67,14 @@ _HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
 _FINAL_SEND_TIMEOUT: Final = 5.0
 _DONE: Final = object()
 # What a server's send or receive raises when the client is gone: OSError (uvicorn's
-# ClientDisconnected is one), or a closed anyio stream (Starlette's BaseHTTPMiddleware).
+# ClientDisconnected is one), or a closed anyio stream (stacks that relay the messages).
 # Anything else also ends the stream as a drop, but is logged: it is a bug somewhere.
-_GONE_ERRORS: Final = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+_GONE_ERRORS: Final = (
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
 
 SYNC_CLOSE_TIMEOUT = CLOSE_TIMEOUT
 """How long closing a sync iterator waits for the ``next()`` running in its worker thread."""

@@ -503,3 +503,53 @@ def test_real_uvicorn_clients_vanishing_mid_send(sync: bool) -> None:
     assert set(app.streams) == set(clients)
     assert app.errors == []
     assert [r.getMessage() for r in records.records if r.getMessage() != _UNFINISHED] == []
+
+
+def test_behind_starlette_base_http_middleware_a_vanishing_client_is_a_quiet_drop() -> None:
+    """BaseHTTPMiddleware relays the response through a task and a memory stream of its
+    own: a client vanishing mid-send is still a drop, closed first, with no warning."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.requests import Request
+    from starlette.routing import Route
+
+    app = FirehoseApp(sync=False)
+
+    async def passthrough(request: Request, call_next: Any) -> Any:
+        return await call_next(request)
+
+    async def stream(request: Request) -> Any:
+        return _AsgiResponse(app)
+
+    starlette = Starlette(
+        routes=[Route("/stream", stream)],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=passthrough)],
+    )
+    records = _Records()
+    logger = logging.getLogger("sse_toolkit")
+    logger.addHandler(records)
+    clients = {str(i): (("rst", "fin")[i % 2], 1 + i * 5000) for i in range(6)}
+    try:
+        with serve(starlette, "uvicorn") as url:
+            port = int(url.rsplit(":", 1)[1])
+            for key, (how, n) in clients.items():
+                _vanishing_client(app, port, key, how, n)
+            for key in clients:
+                record = app.streams[key]
+                assert record.gone.wait(WAIT), f"stream {key}: on_disconnect never ran"
+                assert record.closed_before_gone, f"stream {key}: the source was not closed"
+    finally:
+        logger.removeHandler(records)
+    assert app.errors == []
+    assert [r.getMessage() for r in records.records] == []
+
+
+class _AsgiResponse:
+    """What a Starlette endpoint returns: any ASGI callable will do."""
+
+    def __init__(self, app: FirehoseApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
