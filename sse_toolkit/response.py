@@ -251,22 +251,18 @@ class _Stream:
 
     async def _send_or_drop(self, message: Message) -> bool:
         """Send one message; False when the client is gone (the stream is being cancelled)."""
-        if not self.watched:
-            try:
-                await self.send(message)
-            except Exception as exc:
-                self._drop(exc)
-                return False
-            return True
-        self.send_started = time.monotonic()
+        watched = self.watched
+        if watched:
+            self.send_started = time.monotonic()
         try:
             await self.send(message)
         except Exception as exc:
             self._drop(exc)
             return False
         finally:
-            self.last_activity = time.monotonic()
-            self.send_started = None
+            if watched:
+                self.last_activity = time.monotonic()
+                self.send_started = None
         return True
 
     async def _send_body(self, chunk: bytes) -> None:
