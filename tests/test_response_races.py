@@ -3,7 +3,8 @@ cancelled at any call, while the source is any kind and may fail itself.
 
 The property test drives one response in-process with a fake server whose N-th send
 fails (OSError, another exception, a stall, an outside cancellation) and whose receive may
-deliver a disconnect or fail in the middle of the K-th send. Oracle, whatever the plan:
+deliver a disconnect or fail in the middle of the K-th send, and the caller may cancel
+it after a random delay (at whatever await point it is). Oracle, whatever the plan:
 the response returns (no hang) without an exception other than the source's own; the
 source is closed (a generator's frame is gone, a listener unregistered); the client got a
 prefix of the source's events in order, all of them when the body ended or the source
@@ -69,6 +70,7 @@ class Plan:
     send_timeout: bool
     small_buffer: bool
     max_duration: bool = False  # the server ends the body after 20 ms
+    cancel_after_ms: int | None = None  # the caller cancels the response after that long
 
 
 @st.composite
@@ -106,6 +108,7 @@ def plans(draw: st.DrawFn) -> Plan:
         send_timeout=stall or draw(st.booleans()),
         small_buffer=draw(st.booleans()),
         max_duration=draw(st.booleans()),
+        cancel_after_ms=draw(st.none() | st.integers(0, 30)),
     )
 
 
@@ -120,7 +123,8 @@ class HostilePeer:
         self.receives = 0
         self.send_fault_hit = False
         self.receive_fault_hit = False
-        self.cancelled = False
+        self.cancelled = False  # a fault cancelled the response from outside
+        self.timer_fired = False  # the caller's timer did (at any await point)
         self._receive_now = anyio.Event()
         self.gone = False  # the connection is dead: every later send fails the same way
 
@@ -271,6 +275,8 @@ async def drive(plan: Plan) -> None:
         async with anyio.create_task_group() as tg:
             if source.channel is not None:
                 tg.start_soon(source.publish)
+            if plan.cancel_after_ms is not None:
+                tg.start_soon(cancel_later, peer, plan.cancel_after_ms / 1000)
             try:
                 await response(http_scope(), peer.receive, peer.send)
             except SourceError as exc:
@@ -278,7 +284,7 @@ async def drive(plan: Plan) -> None:
             except Exception as exc:  # an ExceptionGroup, ServerBug: anything else
                 pytest.fail(f"{plan}: {exc!r} escaped the response")
             tg.cancel_scope.cancel()
-    assert not outer.cancelled_caught or peer.cancelled, plan
+    assert not outer.cancelled_caught or peer.cancelled or peer.timer_fired, plan
     if raised is not None:
         assert plan.raises_after is not None, plan
     source.assert_closed()
@@ -297,15 +303,22 @@ async def drive(plan: Plan) -> None:
     if peer.finished:
         starts = [m for m in peer.messages if m["type"] == "http.response.start"]
         assert peer.messages[0] is starts[0] and len(starts) == 1, plan
+    assert not (peer.finished and hook_calls), plan
     if peer.cancelled:
         assert not peer.finished, plan
-    elif raised is None:
+    elif raised is None and not peer.timer_fired:
         # The body ended, or the client was (seen) gone: exactly one of them.
         assert peer.finished != bool(hook_calls), (plan, peer.finished, hook_calls)
-    if peer.send_fault_hit and not peer.cancelled and raised is None:
+    if peer.send_fault_hit and not (peer.cancelled or peer.timer_fired) and raised is None:
         assert hook_calls == ["gone"], plan  # a failed or stalled send drops the client
     if hook_calls:
         assert peer.send_fault_hit or peer.receive_fault_hit, plan
+
+
+async def cancel_later(peer: HostilePeer, delay: float) -> None:
+    await anyio.sleep(delay)
+    peer.timer_fired = True
+    peer.outer.cancel()
 
 
 def http_scope() -> dict[str, Any]:
