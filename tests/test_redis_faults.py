@@ -68,6 +68,7 @@ class Partition:
         self._flowing = anyio.Event()
         self._flowing.set()
         self._scopes: set[anyio.CancelScope] = set()
+        self.errors: list[Exception] = []  # what failed in connections (for debugging)
 
     @property
     def url(self) -> str:
@@ -82,6 +83,13 @@ class Partition:
         for scope in list(self._scopes):
             scope.cancel()
 
+    async def severed_now(self) -> None:
+        """`sever`, and return once every connection through the relay is closed."""
+        self.sever()
+        with anyio.fail_after(WAIT):
+            while self._scopes:
+                await anyio.sleep(0.001)
+
     def hold(self) -> None:
         """Stop every byte, both ways, on open connections (none is closed)."""
         if self._flowing.is_set():
@@ -92,6 +100,12 @@ class Partition:
         self._flowing.set()
 
     async def _serve(self, client: anyio.abc.SocketStream) -> None:
+        try:
+            await self._serve_one(client)
+        except Exception as exc:  # one connection's failure must not take the relay down
+            self.errors.append(exc)
+
+    async def _serve_one(self, client: anyio.abc.SocketStream) -> None:
         async with client:
             self.connections += 1
             if self.severed:
@@ -142,7 +156,8 @@ async def partition(target_url: str) -> AsyncIterator[Partition]:
 async def process(url: str, key_prefix: str, **options: Any) -> AsyncIterator[ChannelManager]:
     """A manager on a backend of its own: one process, as Redis sees it."""
     maxlen = options.pop("maxlen", MAXLEN)
-    backend = RedisBackend(url, prefix=key_prefix, maxlen=maxlen, connect_timeout=1.0)
+    connect_timeout = options.pop("connect_timeout", 2.0)
+    backend = RedisBackend(url, prefix=key_prefix, maxlen=maxlen, connect_timeout=connect_timeout)
     manager = ChannelManager(backend=backend, **options)
     try:
         yield manager
