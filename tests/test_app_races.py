@@ -1,0 +1,249 @@
+"""Races on `SSEApp`'s limits and channels: many requests at once, in-process and over TCP.
+
+Every limit is checked and taken in one step, so however the requests interleave at most
+the limit is accepted, the rest get 429, and every slot comes back when the streams end.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from sse_toolkit import ChannelManager, SSEApp
+from sse_toolkit._types import Scope
+
+from .asgi import WAIT, Client
+from .servers import serve
+
+pytestmark = pytest.mark.anyio
+
+STREAMS = 50
+
+
+async def yielding_authorize(scope: Scope, channel: str, action: str) -> bool:
+    """An async hook that yields: widens every window between a check and its use."""
+    await anyio.lowlevel.checkpoint()
+    return True
+
+
+def by_header(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"x-client":
+            return str(value.decode())
+    return "anonymous"
+
+
+async def open_all(app: SSEApp, clients: list[Client]) -> list[int]:
+    """Start every request at once; return their statuses once each has answered."""
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, client.scope, client.receive, client.send)
+        with anyio.fail_after(WAIT):
+            for client in clients:
+                await client.wait_for(lambda c=client: bool(c.messages))
+        statuses = [client.status for client in clients]
+        for client in clients:
+            client.disconnect.set()
+    return statuses
+
+
+@pytest.mark.parametrize("hook", [None, yielding_authorize])
+async def test_concurrent_subscribes_past_the_per_client_limit(hook: Any) -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_subscribers_per_client=2, authorize=hook, heartbeat_interval=None)
+    clients = [Client(path=f"/c{i % 7}") for i in range(STREAMS)]
+    statuses = await open_all(app, clients)
+    assert sorted(statuses) == [200] * 2 + [429] * (STREAMS - 2)
+    for client in clients:
+        if client.status == 429:
+            assert client.json() == {"error": "at most 2 streams per client"}
+            assert client.headers["retry-after"] == "5"
+    assert app.open_streams == 0
+    assert manager.stats()["subscribers"] == 0
+
+
+@pytest.mark.parametrize("hook", [None, yielding_authorize])
+async def test_concurrent_subscribes_past_the_per_channel_limit(hook: Any) -> None:
+    manager = ChannelManager()
+    app = SSEApp(
+        manager,
+        max_subscribers_per_channel=5,
+        max_subscribers_per_client=None,
+        authorize=hook,
+        heartbeat_interval=None,
+    )
+    # Single-channel and merged streams compete for the same slots on "room".
+    clients = [
+        Client(path="/room") if i % 2 else Client(path="/", query="channel=room&channel=other")
+        for i in range(STREAMS)
+    ]
+    statuses = await open_all(app, clients)
+    assert statuses.count(200) == 5
+    assert statuses.count(429) == STREAMS - 5
+    assert app.open_streams == 0
+    assert manager.stats()["subscribers"] == 0
+
+
+async def test_each_client_gets_its_own_slots_under_contention() -> None:
+    manager = ChannelManager()
+    app = SSEApp(
+        manager,
+        max_subscribers_per_client=2,
+        client_key=by_header,
+        authorize=yielding_authorize,
+        heartbeat_interval=None,
+    )
+    clients = [Client(path="/c", headers=[("x-client", f"user{i % 10}")]) for i in range(STREAMS)]
+    statuses = await open_all(app, clients)
+    accepted: dict[str, int] = {}
+    for i, status in enumerate(statuses):
+        if status == 200:
+            accepted[f"user{i % 10}"] = accepted.get(f"user{i % 10}", 0) + 1
+    assert accepted == {f"user{i}": 2 for i in range(10)}
+    assert app.open_streams == 0
+
+
+async def test_publishing_to_new_channels_while_subscribers_hammer() -> None:
+    """Subscribers hold streams on ever new names (8 per stream) and churn others; every
+    publish to a new channel still succeeds: subscriber-created channels are bounded apart."""
+    manager = ChannelManager(max_channels=40)
+    app = SSEApp(
+        manager, allow_publish=True, max_subscribers_per_client=None, heartbeat_interval=None
+    )
+    held: list[Client] = []
+    published: list[int] = []
+    everyone_in = anyio.Event()
+
+    async def hammer(worker: int, tg: Any) -> None:
+        for n in range(6):
+            names = "&".join(f"channel=w{worker}-{n}-{k}" for k in range(8))
+            client = Client(path="/", query=names)
+            tg.start_soon(app, client.scope, client.receive, client.send)
+            await client.wait_for(lambda c=client: bool(c.messages))
+            assert client.status in (200, 503), client.body
+            if n % 2:
+                client.disconnect.set()  # churn
+            else:
+                held.append(client)  # and hold
+
+    async def publish(n: int) -> None:
+        await everyone_in.wait()
+        body = json.dumps({"data": n}).encode()
+        client = Client(
+            method="POST",
+            path=f"/fresh-{n}",
+            body=body,
+            headers=[("content-type", "application/json")],
+        )
+        with anyio.fail_after(WAIT):
+            await app(client.scope, client.receive, client.send)
+        published.append(client.status)
+
+    with anyio.fail_after(4 * WAIT):
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as hammers:  # fill what subscribers may
+                for worker in range(8):
+                    hammers.start_soon(hammer, worker, tg)
+            assert any(c.status == 503 for c in held)  # subscribers did hit their bound
+            async with anyio.create_task_group() as hammers:  # publish while they go on
+                for worker in range(8, 16):
+                    hammers.start_soon(hammer, worker, tg)
+                for n in range(15):
+                    hammers.start_soon(publish, n)
+                everyone_in.set()
+            for client in held:
+                client.disconnect.set()
+    assert published == [202] * 15
+    assert app.open_streams == 0
+    assert manager.stats()["subscribers"] == 0
+
+
+async def test_concurrent_first_publishes_to_one_channel_all_land() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    clients = [
+        Client(
+            method="POST",
+            path="/new",
+            body=json.dumps({"data": n}).encode(),
+            headers=[("content-type", "application/json")],
+        )
+        for n in range(STREAMS)
+    ]
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            for client in clients:
+                tg.start_soon(app, client.scope, client.receive, client.send)
+    assert [c.status for c in clients] == [202] * STREAMS
+    ids = [c.json()["id"] for c in clients]
+    assert len(set(ids)) == STREAMS
+    channel = await manager.get("new")
+    assert channel is not None
+    history = channel.history()
+    assert history is not None and sorted(e.id for e in history) == sorted(ids)
+
+
+async def test_streams_cut_at_any_moment_give_their_slots_back() -> None:
+    manager = ChannelManager()
+    app = SSEApp(
+        manager,
+        allow_publish=True,
+        max_subscribers_per_client=STREAMS,
+        max_subscribers_per_channel=STREAMS,
+        heartbeat_interval=None,
+    )
+    channel = await manager.get_or_create("busy")
+
+    async def subscriber(i: int) -> None:
+        client = Client(path="/busy")
+        client.broken_body = i % 3 == 0  # some sockets die on the first frame
+        with anyio.move_on_after(0.001 * (i % 10)):  # others are cancelled at any point
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app, client.scope, client.receive, client.send)
+                await client.wait_for(lambda: b"data" in client.body)
+                client.disconnect.set()
+
+    with anyio.fail_after(2 * WAIT):
+        async with anyio.create_task_group() as tg:
+            for i in range(STREAMS):
+                tg.start_soon(subscriber, i)
+            for n in range(200):
+                await channel.broadcast({"data": n})
+                await anyio.lowlevel.checkpoint()
+    assert app.open_streams == 0
+    assert channel.subscriber_count == 0
+
+
+# -- over TCP ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the server runs its own loop
+async def test_concurrent_streams_over_uvicorn_respect_the_per_client_limit(
+    anyio_backend: str,
+) -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_subscribers_per_client=2, heartbeat_interval=None)
+    statuses: list[int] = []
+    with serve(app, "uvicorn") as url:
+        async with httpx.AsyncClient(timeout=WAIT) as client:
+            opened = anyio.Event()
+
+            async def subscribe(i: int) -> None:
+                async with client.stream("GET", f"{url}/c{i}") as response:
+                    statuses.append(response.status_code)
+                    if len(statuses) == 20:
+                        opened.set()
+                    await opened.wait()  # hold every stream open until all have answered
+
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as tg:
+                    for i in range(20):
+                        tg.start_soon(subscribe, i)
+        with anyio.fail_after(WAIT):
+            while app.open_streams:
+                await anyio.sleep(0.01)
+    assert sorted(statuses) == [200] * 2 + [429] * 18
