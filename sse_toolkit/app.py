@@ -23,7 +23,6 @@ not starting with ``_`` (kept for the app's own routes).
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -52,10 +51,6 @@ from .response import EventStreamResponse
 __all__ = ["CHANNEL_NAME_PATTERN", "CORS", "Auth", "HTTPError", "Limits", "SSEApp"]
 
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
-# TEMPORARY until the manager offers get_or_create(name, for_subscriber=True) (BRIEF).
-_SUBSCRIBER_CREATION: Final = (
-    "for_subscriber" in inspect.signature(ChannelManager.get_or_create).parameters
-)
 _ALLOWED_METHODS: Final = "GET, HEAD, OPTIONS"
 _ALLOWED_METHODS_PUBLISH: Final = "GET, HEAD, POST, OPTIONS"
 
@@ -340,10 +335,8 @@ class SSEApp:
         try:
             # Bounded apart from publishers' channels: subscribers alone cannot fill the
             # manager and make publishing to a new channel fail.
-            if for_subscriber and _SUBSCRIBER_CREATION:
-                return await self.manager.get_or_create(  # type: ignore[call-arg, unused-ignore]
-                    name, for_subscriber=True
-                )
+            if for_subscriber:
+                return await self.manager.get_or_create(name, for_subscriber=True)
             return await self.manager.get_or_create(name)
         except TooManyChannels as exc:
             raise HTTPError(503, str(exc), [("retry-after", "5")]) from None
