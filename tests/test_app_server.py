@@ -265,3 +265,77 @@ def test_fastapi_endpoint_returns_the_contrib_response() -> None:
             assert source.response.headers["x-extra"] == "1"
             events = list(source.iter_sse())
     assert [(e.event, e.data) for e in events] == [("n", "0"), ("n", "1"), ("n", "2")]
+
+
+# -- issue 8: the HTTP surface under adversaries, over real servers ------------------------
+
+
+@pytest.mark.parametrize(("framework", "server"), [HOSTS[1], HOSTS[4]])
+def test_hostile_requests_get_json_errors_never_500(framework: str, server: str) -> None:
+    with hosted(framework, server, secret=SECRET) as (url, manager):
+        with httpx.Client(timeout=WAIT) as client:
+            publisher = create_token(SECRET, channels="*", actions="publish")
+            # A cross-site "simple" request: no JSON media type, so no preflight.
+            for headers in ({}, {"content-type": "text/plain"}):
+                response = client.post(
+                    f"{url}/c",
+                    content=b'{"data": 1}',
+                    headers={"authorization": f"Bearer {publisher}", **headers},
+                )
+                assert response.status_code == 415
+                assert response.json() == {"error": "send the event as application/json"}
+            # Any bytes in a token: 401.
+            for raw in (b"Bearer abc.d\xe9f", b"Bearer \xff\xfe.\x80", b"Bearer " + b"x" * 4000):
+                response = client.get(f"{url}/c", headers={"authorization": raw})
+                assert response.status_code == 401, response.text
+                assert isinstance(response.json()["error"], str)
+            # Deep JSON under the size limit: 400.
+            deep = b"[" * 30_000 + b"]" * 30_000
+            response = client.post(
+                f"{url}/c",
+                content=deep,
+                headers={
+                    "content-type": "application/json",
+                    "authorization": f"Bearer {publisher}",
+                },
+            )
+            assert response.status_code == 400
+            assert "nested too deeply" in response.json()["error"]
+            # A Last-Event-ID past the limit: 400 naming it, without echoing it.
+            subscriber = create_token(SECRET, channels="*", actions="subscribe")
+            response = client.get(
+                f"{url}/c",
+                headers={"authorization": f"Bearer {subscriber}", "last-event-id": "x" * 5000},
+            )
+            assert response.status_code == 400
+            assert "last-event-id" in response.json()["error"]
+            assert len(response.content) < 200
+        assert manager.stats()["subscribers"] == 0
+
+
+@pytest.mark.redis
+def test_caller_set_id_on_redis_over_uvicorn_is_a_json_400() -> None:
+    import uuid
+
+    import redis
+
+    from sse_toolkit.backends.redis import RedisBackend
+
+    from .conftest import redis_url
+
+    prefix = f"test-{uuid.uuid4().hex}:"
+    manager = ChannelManager(backend=RedisBackend(redis_url(), prefix=prefix))
+    sse = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    try:
+        with serve(sse, "uvicorn", lifespan="on") as url, httpx.Client(timeout=WAIT) as client:
+            response = publish(client, f"{url}/c", {"data": 1, "id": "mine"})
+            assert response.status_code == 400
+            assert response.headers["content-type"] == "application/json"
+            assert response.json()["error"].startswith("id")
+            assert publish(client, f"{url}/c", {"data": 1}).status_code == 202
+    finally:
+        shared = redis.Redis.from_url(redis_url(), socket_timeout=WAIT)
+        keys = list(shared.scan_iter(match=f"{prefix}*"))
+        if keys:
+            shared.delete(*keys)
+        shared.close()
