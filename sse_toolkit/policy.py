@@ -153,15 +153,24 @@ class Auth:
         return None if claims is None else max(0.0, claims.expires - time.time())
 
 
+def _items(name: str, value: object) -> list[object]:
+    """A str is one item; any other iterable its items; anything else a TypeError."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (bytes, bytearray, dict)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a str or an iterable of str, not {value!r}")
+    return list(value)
+
+
 def _actions(value: Iterable[str] | str) -> frozenset[str]:
-    items = [value] if isinstance(value, str) else list(value)
+    items = _items("token_required_for (Auth.required_for)", value)
     unknown = [a for a in items if a not in ACTIONS]
     if unknown or not items:
         raise ValueError(
             "token_required_for (Auth.required_for) must name some of "
             f"{sorted(ACTIONS)}, not {items!r}"
         )
-    return frozenset(items)
+    return frozenset(items)  # type: ignore[arg-type]
 
 
 # -- Limits --------------------------------------------------------------------------------
@@ -282,7 +291,7 @@ class CORS:
     def __init__(
         self, origins: Iterable[str] | str = (), *, allow_credentials: bool = False
     ) -> None:
-        items = [origins] if isinstance(origins, str) else list(origins)
+        items = _items("cors_origins (CORS.origins)", origins)
         for origin in items:
             if not isinstance(origin, str) or not (origin == "*" or _ORIGIN.fullmatch(origin)):
                 raise ValueError(
@@ -295,7 +304,7 @@ class CORS:
             raise ValueError("cors_allow_credentials needs explicit origins, not '*'")
         if allow_credentials and not items:
             raise ValueError("cors_allow_credentials has no effect without cors_origins")
-        self.origins = frozenset(items)
+        self.origins: frozenset[str] = frozenset(items)  # type: ignore[arg-type]
         self.allow_credentials = allow_credentials
 
     def __repr__(self) -> str:

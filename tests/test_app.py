@@ -8,6 +8,8 @@ from typing import Any
 import anyio
 import pytest
 from asgi_lifespan import LifespanManager
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sse_toolkit import ChannelManager, SSEApp, create_token
 from sse_toolkit.backends import Backend, BackendUnavailable
@@ -782,3 +784,54 @@ async def test_an_unknown_scope_type_raises_a_clear_error() -> None:
 
     with pytest.raises(RuntimeError, match="'webtransport'"):
         await SSEApp(ChannelManager())({"type": "webtransport"}, receive, send)
+
+
+OPTION_NAMES = [
+    "allow_publish",
+    "authorize",
+    "secret",
+    "heartbeat_interval",
+    "send_timeout",
+    "retry",
+    "stats",
+    "max_body_size",
+    "max_channel_name_length",
+    "max_channels_per_stream",
+    "max_subscribers_per_channel",
+    "max_subscribers_per_client",
+    "max_last_event_id_length",
+    "client_key",
+    "cors_origins",
+    "cors_allow_credentials",
+    "token_cookie",
+    "token_required_for",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from(OPTION_NAMES),
+    value=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 10**6),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=12),
+        st.binary(max_size=4),
+        st.lists(st.sampled_from(["subscribe", "publish", "stats", "subscibe", "*", ""])),
+        st.just(lambda *args: True),
+        st.just(object()),
+    ),
+)
+def test_any_option_value_builds_or_raises_naming_the_option(name: str, value: Any) -> None:
+    options: dict[str, Any] = {name: value}
+    if name == "token_required_for":
+        options["secret"] = SECRET
+    if name == "cors_allow_credentials":
+        options["cors_origins"] = ["https://app.example"]
+    try:
+        app = SSEApp(ChannelManager(), **options)
+    except (ValueError, TypeError) as exc:
+        assert name in str(exc), (name, value, str(exc))  # noqa: PT017
+    else:
+        assert app.open_streams == 0
