@@ -835,3 +835,41 @@ def test_any_option_value_builds_or_raises_naming_the_option(name: str, value: A
         assert name in str(exc), (name, value, str(exc))  # noqa: PT017
     else:
         assert app.open_streams == 0
+
+
+async def test_option_groups_serve_like_the_flat_keywords() -> None:
+    from sse_toolkit.policy import CORS, Auth, Limits
+
+    manager = ChannelManager()
+    app = SSEApp(
+        manager,
+        allow_publish=True,
+        auth=Auth(SECRET, required_for=["publish"]),
+        limits=Limits(max_body_size=100, max_subscribers_per_client=1),
+        cors=CORS(["https://app.example"], allow_credentials=True),
+        heartbeat_interval=None,
+    )
+    assert (await call(app, publish_client("c", {"data": 1}))).status == 401
+    token = create_token(SECRET, channels="c", actions="publish")
+    auth = [("authorization", f"Bearer {token}"), ("content-type", "application/json")]
+    assert (await call(app, publish_client("c", {"data": "x" * 200}, headers=auth))).status == 413
+    published = await call(
+        app, publish_client("c", {"data": 1}, headers=[*auth, ("origin", "https://app.example")])
+    )
+    assert published.status == 202
+    assert published.headers["access-control-allow-credentials"] == "true"
+    async with Stream(app, Client(path="/c")) as first:
+        await first.wait_for(lambda: bool(first.messages))
+        assert (await call(app, Client(path="/d"))).status == 429
+    assert "s3cret" not in repr(app.auth)
+
+
+def test_a_group_and_its_keywords_together_are_refused() -> None:
+    from sse_toolkit.policy import Auth, Limits
+
+    with pytest.raises(TypeError, match="secret"):
+        SSEApp(ChannelManager(), auth=Auth(SECRET), secret=SECRET)
+    with pytest.raises(TypeError, match="max_body_size"):
+        SSEApp(ChannelManager(), limits=Limits(), max_body_size=10)
+    with pytest.raises(TypeError, match="limits"):
+        SSEApp(ChannelManager(), limits=Auth())  # type: ignore[arg-type]
