@@ -243,7 +243,7 @@ class SSEApp:
         self, request: Request, receive: Receive, send: Send, names: list[str], *, merged: bool
     ) -> None:
         names = self.limits.check_stream_names(names)
-        last_event_id = self.limits.last_event_id(request)
+        last_event_id = self.limits.last_event_id(request, len(names))
         claims = await self.auth.check(request, names, "subscribe")
         # Taken in one synchronous step, before anything below awaits: concurrent requests
         # cannot all pass the check. Released on every way out of the block.

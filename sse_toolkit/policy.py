@@ -186,8 +186,10 @@ class Limits:
     - ``max_subscribers_per_client``: streams per client (429; None: no bound). Clients are
       keyed by ``client_key(scope)``, the peer address by default: behind a reverse proxy,
       key on the forwarded address or raise the bound.
-    - ``max_last_event_id_length``: characters of ``Last-Event-ID`` (header or query) and of
-      a published ``id`` (400 past it). A merged stream's composite id must fit too.
+    - ``max_last_event_id_length``: bytes of ``Last-Event-ID`` (header, or characters of
+      the query parameter) per channel of the stream (400 past it). A published ``id`` may
+      be a quarter of it in UTF-8 (1024 bytes by default, 400 past it), so that a merged
+      stream's composite id, which percent-encodes each channel's name and id, always fits.
     """
 
     __slots__ = (
@@ -252,23 +254,28 @@ class Limits:
             self.check_name(name)
         return names
 
-    def last_event_id(self, request: Request) -> str | None:
-        """The ``Last-Event-ID`` header, else the ``last_event_id`` query parameter; bounded."""
+    @property
+    def max_event_id_length(self) -> int:
+        """UTF-8 bytes of a published ``id``: a quarter of ``max_last_event_id_length``."""
+        return max(1, self.max_last_event_id_length // 4)
+
+    def last_event_id(self, request: Request, channels: int = 1) -> str | None:
+        """The ``Last-Event-ID`` header, else the ``last_event_id`` query parameter; bounded
+        per channel of the stream (a merged stream's id holds every channel's position)."""
         value = request.header("last-event-id")
         if value is None:
             value = request.first("last_event_id")
-        if value is not None and len(value) > self.max_last_event_id_length:
-            raise HTTPError(
-                400, f"last-event-id is at most {self.max_last_event_id_length} characters"
-            )
+        limit = self.max_last_event_id_length * max(1, channels)
+        if value is not None and len(value) > limit:
+            raise HTTPError(400, f"last-event-id is at most {limit} bytes for this stream")
         return value
 
     def check_event_id(self, event_id: object) -> None:
         """A published ``id`` must be one a subscriber can send back as ``Last-Event-ID``."""
-        if isinstance(event_id, str) and len(event_id) > self.max_last_event_id_length:
-            raise HTTPError(
-                400, f"id is at most {self.max_last_event_id_length} characters (last-event-id)"
-            )
+        limit = self.max_event_id_length
+        # Checked in UTF-8 bytes, what percent-encoding a composite id expands.
+        if isinstance(event_id, str) and len(event_id.encode("utf-8", "replace")) > limit:
+            raise HTTPError(400, f"id is at most {limit} bytes in UTF-8")
 
 
 def peer_address(scope: Scope) -> str:
