@@ -339,3 +339,18 @@ def test_caller_set_id_on_redis_over_uvicorn_is_a_json_400() -> None:
         if keys:
             shared.delete(*keys)
         shared.close()
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn-asyncio"])
+def test_cookies_split_over_several_headers_are_read(server: str) -> None:
+    """HTTP/2 clients may send one cookie header per cookie (RFC 9113 8.2.3); hypercorn
+    speaks HTTP/2 (prior knowledge) here, uvicorn HTTP/1.1 with the headers split alike."""
+    with hosted("bare", server, secret=SECRET) as (url, manager):
+        token = create_token(SECRET, channels="room")
+        cookies = [("cookie", "theme=dark"), ("cookie", f"sse_token={token}"), ("cookie", "x=1")]
+        http2 = server.startswith("hypercorn")
+        with httpx.Client(timeout=WAIT, http1=not http2, http2=http2) as client:
+            with client.stream("GET", f"{url}/room", headers=cookies) as response:
+                assert response.status_code == 200, response.read()
+                assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+                wait_until(lambda: subscribers(manager, "room") == 1, "the subscriber")
