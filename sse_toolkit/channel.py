@@ -334,9 +334,9 @@ class SSEChannel:
         """Subscribe: an async iterator of `ServerSentEvent`s, from now on.
 
         With ``last_event_id``, first replays the retained events after it (or sends a
-        `RESET_EVENT` if it cannot); with ``from_oldest``, replays every retained event
-        (for a client that subscribed before the channel's first event). With
-        ``heartbeat_interval``, yields the comment frame
+        `RESET_EVENT` if it cannot; ``""`` is no id, as in the spec); with
+        ``from_oldest``, replays every retained event (for a client that subscribed before
+        the channel's first event). With ``heartbeat_interval``, yields the comment frame
         `HEARTBEAT` whenever the channel was idle that long. The subscription is counted
         from this call until the iterator ends, is closed, or is cancelled while waiting
         (a later read counts it again).
@@ -347,7 +347,7 @@ class SSEChannel:
         start = None
         if from_oldest:
             start = max(1, self._seq - self.capacity + 1)
-        elif last_event_id is not None:
+        elif last_event_id:  # "" is no id at all (the spec's reset of the last event id)
             found = self._ids.get(last_event_id)
             if found is None:
                 self._resets += 1
@@ -593,6 +593,9 @@ class Listener:
         wait). Raises StopAsyncIteration at the end of the stream. The one primitive of
         every read path."""
         channel = self._channel
+        if not self._registered and not self._done:
+            self._registered = True  # back after a cancelled wait: count it again
+            channel._register()
         if self._pending_reset is not None:
             last_event_id, self._pending_reset = self._pending_reset, None
             return ServerSentEvent(
@@ -616,9 +619,6 @@ class Listener:
         if self._done or (channel._closed and self._next > channel._seq):
             self._finish()
             raise StopAsyncIteration
-        if not self._registered:
-            self._registered = True  # back after a cancelled wait: count it again
-            channel._register()
         return None
 
     def _lag(self, missed: int | None, *, live: bool) -> ServerSentEvent:

@@ -81,8 +81,14 @@ class MergedListener:
                 position = last_event_id
                 listener = channel.listen(last_event_id=last_event_id)
             else:
-                position = channel.last_id or ""
+                newest = channel.last_id
                 listener = channel.listen()
+                if newest == "":
+                    # Its newest event reset the id: follow it live on a reconnection, as
+                    # its own stream would (a position "" would replay all it retains).
+                    self._listeners.append((name, listener))
+                    continue
+                position = newest or ""
             self._positions[name] = position
             self._listeners.append((name, listener))
         self._heartbeat_interval = heartbeat_interval
@@ -113,10 +119,10 @@ class MergedListener:
                 try:
                     events = listener.take_ready()
                 except StopAsyncIteration:
-                    # One channel ended this stream: end all of it (after what was taken),
+                    # One channel ended this stream: end all of it (after what is ready),
                     # so that the client reconnects for every channel.
                     self._ended = True
-                    break
+                    continue
                 for event in events:
                     parts.append(self._with_composite_id(name, event))
             if parts:
@@ -172,6 +178,7 @@ class MergedListener:
         await anyio.lowlevel.checkpoint()
 
     def close(self) -> None:
+        self._ended = True
         for _, listener in self._listeners:
             listener.close()
         self._listeners.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from sse_toolkit import (
     ServerSentEvent,
     SSEChannel,
 )
+from sse_toolkit.merge import MergedListener, decode_positions
 
 from .asgi import WAIT, Client
 from .sse_parser import parse
@@ -598,3 +600,222 @@ async def test_listeners_at_the_same_place_share_one_joined_batch() -> None:
     assert await third.next_frames() == batch + ch.history()[-1].encode()  # type: ignore[index]
     for listener in (first, second, third):
         await listener.aclose()
+
+
+# -- issue 8: ids, checkpoints, gaps, one read order ---------------------------------------
+
+
+async def test_auto_ids_never_collide_across_channels() -> None:
+    """Channels created in the same millisecond (or processes started together) must not
+    share an id prefix: one channel would accept another's Last-Event-ID."""
+    channels = [SSEChannel(f"c{i}") for i in range(50)]
+    ids = [(await ch.broadcast("x")).id for ch in channels]
+    assert len(set(ids)) == len(ids)
+    other = channels[1]
+    await other.broadcast("y")
+    listener = other.listen(last_event_id=ids[0])  # channel 0's id means nothing here
+    assert (await listener.__anext__()).event == RESET_EVENT
+    await listener.aclose()
+    assert all(len(i) <= 20 for i in ids if i)  # still short
+
+
+async def test_broadcast_is_a_checkpoint_cancelled_before_storing() -> None:
+    ch = SSEChannel("c")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await ch.broadcast("never")
+    assert scope.cancelled_caught
+    assert ch.stats().published == 0
+    with anyio.fail_after(WAIT), anyio.move_on_after(0.05):
+        while True:  # a tight publishing loop ends at its deadline
+            await ch.broadcast("x")
+
+
+async def test_a_tight_broadcast_loop_starves_no_other_task() -> None:
+    ch = SSEChannel("c", capacity=4)
+    ticks = 0
+    publishing = True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while publishing:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await anyio.lowlevel.checkpoint()
+        start = ticks
+        for i in range(1000):
+            await ch.broadcast(str(i))
+        ran = ticks - start
+        publishing = False
+    assert ran >= 100  # the other task ran all along, not only once the loop was over
+
+
+async def test_note_gap_tells_live_and_replaying_listeners_before_the_next_event() -> None:
+    ch = SSEChannel("c")
+    first = await ch.broadcast("before")
+    live = ch.listen()
+    ch.note_gap(7)
+    after = await ch.broadcast("after")
+    fresh = ch.listen(last_event_id=after.id)  # subscribed after the gap, not across it
+    replaying = ch.listen(last_event_id=first.id)
+    for listener in (live, replaying):
+        notice, event = await collect(listener, 2)
+        assert (notice.event, notice.data, notice.id) == (
+            LAGGED_EVENT,
+            {"channel": "c", "missed": 7},
+            None,
+        )
+        assert event == after
+    await ch.broadcast("later")
+    assert [e.data for e in await collect(fresh, 1)] == ["later"]
+    assert ch.stats().gaps == 1 and ch.stats().lagged == 2 and ch.stats().dropped == 14
+    for listener in (live, replaying, fresh):
+        await listener.aclose()
+
+
+async def test_note_gap_wakes_a_waiting_listener_and_unknown_counts_are_null() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen()
+    got: list[ServerSentEvent] = []
+
+    async def read() -> None:
+        got.append(await listener.__anext__())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        await wait_until(lambda: ch.subscriber_count == 1)
+        await anyio.sleep(0.01)
+        ch.note_gap(None)
+    assert got[0].event == LAGGED_EVENT and got[0].data == {"channel": "c", "missed": None}
+    with pytest.raises(ValueError, match="missed"):
+        ch.note_gap(-1)
+    await listener.aclose()
+
+
+async def test_note_gap_under_lag_close_ends_live_streams_but_not_reconnections() -> None:
+    ch = SSEChannel("c", lag_policy="close")
+    first = await ch.broadcast("before")
+    live = ch.listen()
+    ch.note_gap(3)
+    await ch.broadcast("after")
+    with pytest.raises(StopAsyncIteration):
+        await live.__anext__()
+    # The client reconnects from where it was: its replay crosses the same gap. Ending
+    # this stream too would only make it reconnect for ever: it is told instead.
+    again = ch.listen(last_event_id=first.id)
+    notice, event = await collect(again, 2)
+    assert notice.event == LAGGED_EVENT and event.data == "after"
+    await again.aclose()
+
+
+def _read_order_setup() -> tuple[SSEChannel, Any]:
+    ch = SSEChannel("c", capacity=4)
+    listener = ch.listen(last_event_id="unknown")  # a reset is owed
+    for i in range(6):  # the ring laps it: lagged, 3 missed once "6" is in
+        ch.broadcast_nowait(str(i))
+    ch.note_gap(5)  # then events lost upstream
+    ch.broadcast_nowait("6")
+    return ch, listener
+
+
+def _kinds(events: list[ServerSentEvent]) -> list[tuple[str | None, Any]]:
+    return [(e.event, e.data) for e in events]
+
+
+async def test_every_read_path_gives_notices_in_one_order_before_events() -> None:
+    expected = [
+        (
+            RESET_EVENT,
+            {"channel": "c", "reason": "unknown-last-event-id", "last_event_id": "unknown"},
+        ),
+        (LAGGED_EVENT, {"channel": "c", "missed": 3}),
+        (None, "3"),
+        (None, "4"),
+        (None, "5"),
+        (LAGGED_EVENT, {"channel": "c", "missed": 5}),
+        (None, "6"),
+    ]
+    _, listener = _read_order_setup()
+    one_by_one = [await listener.__anext__() for _ in range(len(expected))]
+    _, listener = _read_order_setup()
+    taken: list[ServerSentEvent] = []
+    while len(taken) < len(expected):
+        taken += listener.take_ready()
+    _, listener = _read_order_setup()
+    framed: list[Any] = []
+    while len(framed) < len(expected):
+        framed += parse(await listener.next_frames()).events
+    for events in (one_by_one, taken):
+        assert [(e.event, e.data) for e in events] == expected
+    assert [(None if e.event == "message" else e.event, e.data) for e in framed] == [
+        (kind, data if isinstance(data, str) else json.dumps(data, separators=(",", ":")))
+        for kind, data in expected
+    ]
+
+
+async def test_an_unknown_last_event_id_is_echoed_only_in_part() -> None:
+    ch = SSEChannel("c")
+    listener = ch.listen(last_event_id="x" * 60_000)
+    notice = await listener.__anext__()
+    assert notice.event == RESET_EVENT
+    assert notice.data["last_event_id"] == "x" * 256
+    await listener.aclose()
+
+
+# -- merged streams (issue 8) --------------------------------------------------------------
+
+
+async def test_merged_stream_ends_whole_when_one_channel_lags_under_close() -> None:
+    a = SSEChannel("a", capacity=4, lag_policy="close")
+    b = SSEChannel("b")
+    merged = MergedListener([a, b])
+    for i in range(10):
+        await a.broadcast(str(i))
+    ended = False
+    with anyio.fail_after(WAIT):
+        while not ended:
+            try:
+                await merged.next_frames()
+            except StopAsyncIteration:
+                ended = True
+            await b.broadcast("b goes on")  # the stream must not go on with b alone
+    assert a.subscriber_count == b.subscriber_count == 0
+
+
+async def test_merged_stream_delivers_what_it_took_before_ending() -> None:
+    a = SSEChannel("a", capacity=4, lag_policy="close")
+    b = SSEChannel("b")
+    merged = MergedListener([b, a])
+    await b.broadcast("from b")
+    for i in range(10):
+        await a.broadcast(str(i))
+    frames = await merged.next_frames()
+    assert b"data: from b" in frames
+    with pytest.raises(StopAsyncIteration):
+        await merged.next_frames()
+
+
+async def test_an_empty_id_never_makes_a_merged_stream_replay_everything() -> None:
+    a, b = SSEChannel("a"), SSEChannel("b")
+    merged = MergedListener([a, b])
+    await a.broadcast("a1")
+    await a.broadcast(ServerSentEvent("a2", id=""))
+    await b.broadcast("b1")
+    stream = parse(await merged.next_frames())
+    assert [e.data for e in stream.events] == ["a1", "a2", "b1"]
+    last_id = stream.last_event_id  # what the browser sends back on reconnect
+    assert last_id
+    positions = decode_positions(last_id)
+    assert positions is not None and "" not in positions.values()
+    await merged.aclose()
+    # Reconnect with the last id: nothing seen comes again.
+    again = MergedListener([a, b], last_event_id=last_id)
+    await a.broadcast("a3")
+    await b.broadcast("b2")
+    with anyio.fail_after(WAIT):
+        replayed = parse(await again.next_frames()).events
+    assert [e.data for e in replayed] == ["a3", "b2"]
+    await again.aclose()

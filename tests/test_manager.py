@@ -203,3 +203,72 @@ async def test_publishes_go_through_the_backend() -> None:
 
 def test_memory_backend_is_the_default() -> None:
     assert isinstance(ChannelManager().backend, MemoryBackend)
+
+
+# -- issue 8: the manager owns the life cycle -----------------------------------------------
+
+
+async def test_a_listener_whose_read_timed_out_resumes_on_the_managed_channel() -> None:
+    """The usual polling pattern: read with a timeout, come back later. The channel must
+    stay the one the manager hands out while the listener object exists."""
+    manager = ChannelManager(retention=0)
+    channel = await manager.get_or_create("poll")
+    listener = channel.listen()
+    with anyio.move_on_after(0.01):
+        await listener.__anext__()
+    assert channel.subscriber_count == 0  # not waiting now: not counted...
+    for i in range(300):  # ...but creations (and their sweeps) do not evict it
+        await manager.get_or_create(f"other-{i}")
+    manager.sweep()
+    publisher = await manager.get_or_create("poll")
+    assert publisher is channel
+    await publisher.broadcast("news")
+    with anyio.fail_after(WAIT):
+        assert (await listener.__anext__()).data == "news"
+    assert channel.subscriber_count == 1
+    await listener.aclose()
+    manager.sweep()
+    assert await manager.get("poll") is None  # now nothing listens: it may go
+
+
+async def test_subscribers_alone_cannot_fill_the_manager() -> None:
+    manager = ChannelManager(max_channels=4, max_subscriber_channels=2)
+    assert manager.max_subscriber_channels == 2
+    listeners = []
+    for name in ("s1", "s2"):
+        listeners.append((await manager.get_or_create(name, for_subscriber=True)).listen())
+    with pytest.raises(TooManyChannels, match="max_subscriber_channels"):
+        await manager.get_or_create("s3", for_subscriber=True)
+    # Existing channels are returned whatever their origin; publishers can still create.
+    assert await manager.get_or_create("s1", for_subscriber=True) is listeners[0].channel
+    await (await manager.get_or_create("p1")).broadcast("x")
+    # A subscriber channel that got published to no longer counts against the bound.
+    await listeners[0].channel.broadcast("hello")
+    third = await manager.get_or_create("s3", for_subscriber=True)
+    assert third.name == "s3"
+    for listener in listeners:
+        await listener.aclose()
+
+
+def test_max_subscriber_channels_defaults_to_half_and_is_validated() -> None:
+    assert ChannelManager(max_channels=10).max_subscriber_channels == 5
+    for bad in (-1, 11, 2.5, "3"):
+        with pytest.raises(ValueError, match="max_subscriber_channels"):
+            ChannelManager(max_channels=10, max_subscriber_channels=bad)  # type: ignore[arg-type]
+
+
+async def test_concurrent_creations_count_against_max_channels() -> None:
+    manager = ChannelManager(max_channels=3)
+    results: list[Any] = []
+
+    async def create(name: str) -> None:
+        try:
+            results.append(await manager.get_or_create(name))
+        except TooManyChannels as exc:
+            results.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(create, f"c{i}")
+    assert sum(isinstance(r, SSEChannel) for r in results) == 3
+    assert len(await manager.list_channels()) == 3
