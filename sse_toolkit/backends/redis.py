@@ -71,18 +71,27 @@ _READ_COUNT: Final = 100  # bounds the loop's stall parsing one reply after a bu
 _OWNER_TASK: Final = "sse-toolkit redis backend"
 _READER_TASK: Final = "sse-toolkit redis reader"
 
-# KEYS[1]: the stream; ARGV: maxlen, expiry in ms (0: none), then the entry's fields.
-# The entry's number ("n", first field) is one more than the newest entry's: readers find
-# trimmed entries they never saw as a jump, and count them exactly. Numbering from the
-# stream itself keeps one key per channel, so the stream's expiry is the whole story.
+# KEYS[1]: the stream; ARGV: maxlen, expiry in ms (0: none), where this process stands in
+# the stream ("": not attached here), then the entry's fields. The entry's number ("n",
+# first field) is one more than the newest entry's: readers find trimmed entries they
+# never saw as a jump, and count them exactly. Numbering from the stream itself keeps one
+# key per channel, so the stream's expiry is the whole story. The reply: the new id, and
+# the entries from where this process stands up to the new one (at most _CATCH_UP + 1),
+# so that publish delivers them here at once, in stream order, without waiting for the
+# reader (which skips them later).
 _PUBLISH_SCRIPT: Final = """
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
 local n = 1
 if newest and newest[2][1] == 'n' then n = tonumber(newest[2][2]) + 1 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, unpack(ARGV, 3))
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, unpack(ARGV, 4))
 if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return id
+local since = false
+if ARGV[3] ~= '' then
+  since = redis.call('XRANGE', KEYS[1], ARGV[3], '+', 'COUNT', %d)
+end
+return {id, since}
 """
+_CATCH_UP: Final = 16  # entries a publish delivers itself; past that, the reader does
 
 StreamId = tuple[int, int]
 
@@ -182,14 +191,29 @@ class RedisBackend(Backend):
         self._ensure()
         assert self._publish_script is not None
         fields = _fields(event)
+        cursor = self._cursors.get(channel.name)
+        if cursor is not None and cursor.channel is not channel:
+            cursor = None  # not attached here: nothing reads it into this object
         args: list[Any] = [self.maxlen or channel.capacity, self._ttl_ms]
+        args.append(cursor.id if cursor is not None else "")
         for item in fields.items():
             args += item
         try:
-            entry_id = _text(await self._publish_script(keys=[self._key(channel.name)], args=args))
+            reply = await self._publish_script(keys=[self._key(channel.name)], args=args)
         except Exception as exc:
             raise _unavailable(exc) from exc
-        await self._catch_up(channel, entry_id)
+        entry_id = _text(reply[0])
+        if cursor is not None and cursor.key < _id_key(entry_id):
+            since = reply[1] or []
+            if (
+                since
+                and _text(since[-1][0]) == entry_id
+                and self._cursors.get(channel.name) is cursor
+            ):
+                # From where we stood to the new entry, complete: deliver it all now.
+                self._deliver(cursor, [(key, _pairs(flat)) for key, flat in since])
+            else:
+                await self._catch_up(channel, entry_id)  # far behind: the reader delivers
         return _event(entry_id, fields)
 
     async def attach(self, channel: SSEChannel) -> None:
@@ -353,7 +377,7 @@ class RedisBackend(Backend):
             self._owner = self._task_group = None
             self._client = self._connect(timeout=self.connect_timeout)
             self._reader_client = self._connect(timeout=self.block_ms / 1000 + 5)
-            self._publish_script = self._client.register_script(_PUBLISH_SCRIPT)
+            self._publish_script = self._client.register_script(_PUBLISH_SCRIPT % (_CATCH_UP + 2))
             self._read_done = anyio.Event()
         if self._owner is None or self._owner.done():
             if self._owner is not None and not self._owner.cancelled():
@@ -497,6 +521,11 @@ def _text(value: Any) -> str:
 def _id_key(entry_id: str) -> StreamId:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A Lua reply's [field, value, ...] as the dict redis-py makes of XRANGE's."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _number(fields: Any) -> int | None:
