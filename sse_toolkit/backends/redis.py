@@ -352,7 +352,11 @@ class RedisBackend(Backend):
             return
         try:
             entries: Any = await client.xrevrange(
-                self._key(channel.name), max=entry_id, min=f"({cursor.id}", count=channel.capacity
+                # From the cursor's own entry on (skipped): no "(" ranges, older Redis too.
+                self._key(channel.name),
+                max=entry_id,
+                min=cursor.id,
+                count=channel.capacity + 1,
             )
         except Exception as exc:  # stored in Redis all the same: the reader delivers it later
             log.warning("could not fetch Redis entry %s of %r: %s", entry_id, channel.name, exc)
