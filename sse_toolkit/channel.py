@@ -522,7 +522,8 @@ class Listener:
                 return notice
             channel = self._channel
             start = self._next
-            if start < self._stop():
+            stop = channel._seq + 1 if channel._gap_notes == self._gaps_seen else self._stop()
+            if start < stop:
                 event = channel._ring[start % channel.capacity]
                 if start > channel._writing - channel.capacity:  # not overwritten meanwhile
                     self._next = start + 1
@@ -680,7 +681,11 @@ class Listener:
             wakeup = channel._wakeup = anyio.Event()
         clock = self._clock
         try:
-            if self.ready:  # a publisher in another thread came in before the wake-up
+            if (  # a publisher in another thread came in before the wake-up
+                self._next <= channel._seq
+                or channel._closed
+                or channel._gap_notes != self._gaps_seen
+            ):
                 await anyio.lowlevel.checkpoint()
                 return
             if clock is None or clock.leader is not None:
