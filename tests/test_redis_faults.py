@@ -99,6 +99,19 @@ class Partition:
         self.severed = False
         self._flowing.set()
 
+    async def _accept(
+        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], task_group: anyio.abc.TaskGroup
+    ) -> None:
+        # Not listener.serve(): an accept that fails (a client that reset before it was
+        # accepted) ends serve(), and with it every connection of this relay.
+        while True:
+            try:
+                client = await listener.accept()
+            except (OSError, anyio.BrokenResourceError) as exc:
+                self.errors.append(exc)
+                continue
+            task_group.start_soon(self._serve, client)
+
     async def _serve(self, client: anyio.abc.SocketStream) -> None:
         try:
             await self._serve_one(client)
@@ -144,7 +157,7 @@ async def partition(target_url: str) -> AsyncIterator[Partition]:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     relay.port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with listener, anyio.create_task_group() as tg:
-        tg.start_soon(listener.serve, relay._serve)
+        tg.start_soon(relay._accept, listener.listeners[0], tg)
         try:
             yield relay
         finally:
