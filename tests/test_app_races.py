@@ -7,6 +7,7 @@ the limit is accepted, the rest get 429, and every slot comes back when the stre
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import anyio
@@ -247,3 +248,153 @@ async def test_concurrent_streams_over_uvicorn_respect_the_per_client_limit(
             while app.open_streams:
                 await anyio.sleep(0.01)
     assert sorted(statuses) == [200] * 2 + [429] * 18
+
+
+# -- model-based: the limits as a state machine ---------------------------------------------
+
+import threading  # noqa: E402
+from concurrent.futures import Future  # noqa: E402
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal  # noqa: E402
+from hypothesis import settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import (  # noqa: E402
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    rule,
+)
+
+PER_CLIENT, PER_CHANNEL = 2, 3
+CHANNELS = ["a", "b", "c", "d"]
+
+
+class Request:
+    """One request run in the portal's loop: it can be cut (cancelled) and waited for."""
+
+    def __init__(self, portal: BlockingPortal, app: SSEApp, client: Client) -> None:
+        self.client = client
+        self.scope: anyio.CancelScope | None = None  # made in the loop, where it must live
+        self.done = threading.Event()
+
+        async def run() -> None:
+            try:
+                with anyio.CancelScope() as self.scope:
+                    await app(client.scope, client.receive, client.send)
+            finally:
+                self.done.set()
+
+        self.task: Future[Any] = portal.start_task_soon(run)
+
+    def cut(self) -> None:
+        assert self.scope is not None
+        self.scope.cancel()
+
+    def wait(self) -> None:
+        assert self.done.wait(WAIT), "the request did not end"
+        self.task.result(WAIT)  # re-raises whatever escaped the app
+
+
+class OpenStream:
+    def __init__(self, request: Request, key: str, names: list[str]) -> None:
+        self.request, self.key, self.names = request, key, names
+        self.client = request.client
+
+
+class AppLimits(RuleBasedStateMachine):
+    """Streams opened, closed and cut in any order by a few clients on a few channels: each
+    answer is what a model of the limits predicts, and the app's counts match the model."""
+
+    backend = "asyncio"
+    streams = Bundle("streams")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._portal_cm = start_blocking_portal(self.backend)
+        self.portal: BlockingPortal = self._portal_cm.__enter__()
+        self.manager = ChannelManager()
+        self.app = SSEApp(
+            self.manager,
+            allow_publish=True,
+            max_subscribers_per_client=PER_CLIENT,
+            max_subscribers_per_channel=PER_CHANNEL,
+            client_key=by_header,
+            authorize=yielding_authorize,
+            heartbeat_interval=None,
+        )
+        self.open: list[OpenStream] = []
+
+    def expected_status(self, key: str, names: list[str]) -> int:
+        if sum(s.key == key for s in self.open) >= PER_CLIENT:
+            return 429
+        for name in names:
+            if sum(name in s.names for s in self.open) >= PER_CHANNEL:
+                return 429
+        return 200
+
+    @rule(
+        target=streams,
+        key=st.sampled_from(["u1", "u2", "u3"]),
+        names=st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=3, unique=True),
+    )
+    def subscribe(self, key: str, names: list[str]) -> Any:
+        merged = len(names) > 1
+        query = "&".join(f"channel={n}" for n in names) if merged else ""
+        path = "/" if merged else f"/{names[0]}"
+        client = Client(path=path, query=query, headers=[("x-client", key)])
+        expected = self.expected_status(key, names)
+        request = Request(self.portal, self.app, client)
+        self.portal.call(client.wait_for, lambda: bool(client.messages))
+        assert client.status == expected, (client.status, expected, client.body)
+        if expected != 200:
+            request.wait()
+            return None
+        stream = OpenStream(request, key, names)
+        self.open.append(stream)
+        return stream
+
+    @rule(stream=consumes(streams), cut=st.booleans())
+    def leave(self, stream: OpenStream | None, cut: bool) -> None:
+        if stream is None:
+            return
+        if cut:  # the server cancels the request (a dead connection)
+            self.portal.call(stream.request.cut)
+        else:  # the client hangs up
+            self.portal.call(stream.client.disconnect.set)
+        stream.request.wait()
+        self.open.remove(stream)
+
+    @rule(name=st.sampled_from(CHANNELS))
+    def publish(self, name: str) -> None:
+        client = Client(
+            method="POST",
+            path=f"/{name}",
+            body=b'{"data": 1}',
+            headers=[("content-type", "application/json"), ("x-client", "publisher")],
+        )
+        self.portal.call(self.app, client.scope, client.receive, client.send)
+        assert client.status == 202
+
+    @invariant()
+    def counts_match_the_model(self) -> None:
+        assert self.app.open_streams == len(self.open)
+        subscribers = self.portal.call(lambda: self.manager.stats()["subscribers"])
+        assert subscribers == sum(len(s.names) for s in self.open)
+
+    def teardown(self) -> None:
+        for stream in self.open:
+            self.portal.call(stream.client.disconnect.set)
+        for stream in self.open:
+            stream.request.wait()
+        assert self.app.open_streams == 0
+        self.portal.call(self.manager.close)
+        self._portal_cm.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_limits_state_machine(backend: str) -> None:
+    machine = type(f"AppLimits_{backend}", (AppLimits,), {"backend": backend})
+    examples = int(os.environ.get("SSE_APP_STATEFUL_EXAMPLES", "25"))
+    run = settings(max_examples=examples, stateful_step_count=30, deadline=None)(machine).TestCase
+    run("runTest").runTest()
