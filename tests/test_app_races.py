@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    rule,
+)
 
 from sse_toolkit import ChannelManager, SSEApp
 from sse_toolkit._types import Scope
@@ -251,20 +263,6 @@ async def test_concurrent_streams_over_uvicorn_respect_the_per_client_limit(
 
 
 # -- model-based: the limits as a state machine ---------------------------------------------
-
-import threading  # noqa: E402
-from concurrent.futures import Future  # noqa: E402
-
-from anyio.from_thread import BlockingPortal, start_blocking_portal  # noqa: E402
-from hypothesis import settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import (  # noqa: E402
-    Bundle,
-    RuleBasedStateMachine,
-    consumes,
-    invariant,
-    rule,
-)
 
 PER_CLIENT, PER_CHANNEL = 2, 3
 CHANNELS = ["a", "b", "c", "d"]
