@@ -165,7 +165,8 @@ class World:
         await watched.listener.aclose()
 
     async def wait_for(self, watched: list[Watched], event: ServerSentEvent) -> None:
-        with anyio.fail_after(WAIT):
+        # Twice WAIT: a reader cut off for long backs off up to 7.5 s between attempts.
+        with anyio.fail_after(2 * WAIT):
             while True:
                 for one in watched:
                     if one.polled and event not in one.events and not one.ended:
