@@ -10,19 +10,23 @@ from .channel import LAGGED_EVENT, RESET_EVENT, ChannelClosed, ChannelStats, SSE
 from .frames import HEARTBEAT, ServerSentEvent, encode
 from .manager import ChannelManager, TooManyChannels, sse_manager
 from .merge import MergedListener
+from .policy import CORS, Auth, Limits
 from .response import EventStreamResponse
 from .tokens import InvalidToken, create_token, verify_token
 
 __all__ = [
+    "CORS",
     "HEARTBEAT",
     "LAGGED_EVENT",
     "RESET_EVENT",
+    "Auth",
     "BackendUnavailable",
     "ChannelClosed",
     "ChannelManager",
     "ChannelStats",
     "EventStreamResponse",
     "InvalidToken",
+    "Limits",
     "MergedListener",
     "SSEApp",
     "SSEChannel",
