@@ -145,9 +145,11 @@ class SSEChannel:
         self._ids: dict[str, int] = {}  # id -> sequence number, for retained events
         self._prefix = _new_id_prefix()  # auto ids are "<prefix>-<seq>"
         # Gaps the backend noted, oldest first: (sequence number of the first event after
-        # the gap, events missed or None, note number). Pruned as the ring moves on.
+        # the gap, events missed or None, note number); the newest `capacity` of them. A
+        # listener still behind an older one is told its count is unknown.
         self._gaps: list[tuple[int, int | None, int]] = []
         self._gap_notes = 0  # note number of the newest gap
+        self._gaps_forgotten = (0, 0)  # (note number, position) of the newest one dropped
         self._wakeup: anyio.Event | None = None  # created by the first waiter, set by a publish
         self._wakeup_loop: EventLoop | None = None  # the loop that waiter runs on
         self._linked: dict[anyio.Event, EventLoop] = {}  # waits spanning channels (merge.py)
@@ -229,9 +231,6 @@ class SSEChannel:
             if event.id:
                 self._ids[event.id] = seq
             self._seq = seq
-            if self._gaps and self._gaps[0][0] <= seq - capacity:
-                oldest = seq - capacity + 1
-                self._gaps = [gap for gap in self._gaps if gap[0] >= oldest]
             self._published += 1
             self._last_publish = time.monotonic()
         self._wake_all()
@@ -256,6 +255,9 @@ class SSEChannel:
                 return
             self._gap_notes += 1
             self._gaps.append((self._seq + 1, missed, self._gap_notes))
+            if len(self._gaps) > self.capacity:
+                forgotten = self._gaps.pop(0)
+                self._gaps_forgotten = (forgotten[2], forgotten[0])
         self._wake_all()
 
     def _frames_from(self, start: int, stop: int) -> tuple[bytes, int]:
@@ -356,8 +358,9 @@ class SSEChannel:
                 start = found + 1
         if start is not None:
             listener._next = start
-            if self._gaps:  # the gaps it replays across are news to it
-                seen = self._gaps[0][2] - 1
+            if self._gap_notes:  # the gaps it replays across are news to it
+                note, position = self._gaps_forgotten
+                seen = note if position < start or not note else note - 1
                 for gap_start, _, note in self._gaps:
                     if gap_start >= start:
                         break
@@ -609,14 +612,16 @@ class Listener:
             )
         oldest = channel._writing - channel.capacity + 1
         if self._next < oldest:
-            missed = oldest - self._next
+            missed: int | None = oldest - self._next
             self._next = oldest
+            if channel._gap_notes != self._gaps_seen:  # and the gaps it jumps over
+                missed, _ = self._take_gaps(oldest, missed)
             return self._lag(missed, live=True)
         if channel._gap_notes != self._gaps_seen:
             gap = self._next_gap()
             if gap is not None and gap[0] <= self._next:
-                self._gaps_seen = gap[2]
-                return self._lag(gap[1], live=gap[2] > self._born)
+                missed, live = self._take_gaps(self._next, 0)
+                return self._lag(missed, live=live)
         if self._done or (channel._closed and self._next > channel._seq):
             self._finish()
             raise StopAsyncIteration
@@ -635,12 +640,35 @@ class Listener:
         return ServerSentEvent({"channel": channel.name, "missed": missed}, event=LAGGED_EVENT)
 
     def _next_gap(self) -> tuple[int, int | None, int] | None:
-        """The oldest gap not yet reported to this listener, if still retained."""
-        for gap in self._channel._gaps:
+        """The oldest gap not yet reported to this listener (position, missed, note)."""
+        channel = self._channel
+        note, position = channel._gaps_forgotten
+        if self._gaps_seen < note:
+            return (position, None, note)  # at least one it was not told of, forgotten
+        for gap in channel._gaps:
             if gap[2] > self._gaps_seen:
                 return gap
-        self._gaps_seen = self._channel._gap_notes  # the rest fell out of the ring
         return None
+
+    def _take_gaps(self, upto: int, missed: int | None) -> tuple[int | None, bool]:
+        """Fold every gap not yet reported up to position ``upto`` into ``missed`` (None if
+        any count is unknown); also whether one of them came while it was listening."""
+        channel = self._channel
+        seen = self._gaps_seen
+        live = False
+        note, position = channel._gaps_forgotten
+        if seen < note and position <= upto:
+            missed, seen, live = None, note, note > self._born
+        for position, lost, note in channel._gaps:
+            if note <= seen:
+                continue
+            if position > upto:
+                break
+            missed = None if missed is None or lost is None else missed + lost
+            seen = note
+            live = live or note > self._born
+        self._gaps_seen = seen
+        return missed, live
 
     def _stop(self) -> int:
         """Where the events this listener can read now end (excluded): the newest, or the

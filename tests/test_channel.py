@@ -819,3 +819,34 @@ async def test_an_empty_id_never_makes_a_merged_stream_replay_everything() -> No
         replayed = parse(await again.next_frames()).events
     assert [e.data for e in replayed] == ["a3", "b2"]
     await again.aclose()
+
+
+async def test_a_listener_the_ring_lapped_is_told_of_the_gaps_it_jumped_too() -> None:
+    ch = SSEChannel("c", capacity=4)
+    listener = ch.listen()
+    ch.note_gap(10)
+    for i in range(6):
+        ch.deliver(ServerSentEvent(f"e{i}"))
+    notice, *events = listener.take_ready()
+    assert notice.data == {"channel": "c", "missed": 12}  # 10 upstream, 2 out of the ring
+    assert [e.data for e in events] == ["e2", "e3", "e4", "e5"]
+    assert ch.stats().dropped == 12
+
+
+async def test_gaps_in_a_row_are_one_notice_and_forgotten_ones_count_as_unknown() -> None:
+    ch = SSEChannel("c", capacity=2)
+    listener = ch.listen()
+    ch.note_gap(1)
+    ch.note_gap(2)
+    ch.deliver(ServerSentEvent("x"))
+    assert _kinds(listener.take_ready()) == [
+        (LAGGED_EVENT, {"channel": "c", "missed": 3}),
+        (None, "x"),
+    ]
+    for missed in (1, 2, 3):  # more gaps than the channel keeps, while it is behind
+        ch.note_gap(missed)
+    ch.deliver(ServerSentEvent("y"))
+    assert _kinds(listener.take_ready()) == [
+        (LAGGED_EVENT, {"channel": "c", "missed": None}),
+        (None, "y"),
+    ]
