@@ -107,6 +107,9 @@ class World:
             self.task_group.cancel_scope.cancel()
 
     def run(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if self.main.done():
+            self.main.result()  # the world ended: its error, rather than a confusing one
+            raise AssertionError("the world ended")
         return asyncio.run_coroutine_threadsafe(function(*args), self.loop).result(WAIT * 3)
 
     def close(self) -> None:

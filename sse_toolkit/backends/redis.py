@@ -314,11 +314,6 @@ class RedisBackend(Backend):
                 elif n <= cursor.n and cursor.resumed:
                     gap = True  # the stream started over while we were away: unknown
             cursor.id, cursor.key, cursor.n, cursor.resumed = position, key, n, False
-            try:
-                event = _event(position, fields)
-            except ValueError as exc:  # an entry we did not write
-                log.warning("skipping Redis entry %s of %r: %s", position, channel.name, exc)
-                continue
             if gap:
                 log.warning(
                     "channel %r: %s entries trimmed from Redis before this process read them",
@@ -326,6 +321,11 @@ class RedisBackend(Backend):
                     "unknown" if missed is None else missed,
                 )
                 channel.note_gap(missed)
+            try:
+                event = _event(position, fields)
+            except ValueError as exc:  # an entry we did not write
+                log.warning("skipping Redis entry %s of %r: %s", position, channel.name, exc)
+                continue
             _deliver_event(channel, event)
 
     async def _catch_up(self, channel: SSEChannel, entry_id: str) -> None:
