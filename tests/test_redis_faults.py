@@ -89,6 +89,7 @@ class Partition:
         with anyio.fail_after(WAIT):
             while self._scopes:
                 await anyio.sleep(0.001)
+                self.sever()  # and any that started relaying meanwhile
 
     def hold(self) -> None:
         """Stop every byte, both ways, on open connections (none is closed)."""
@@ -128,6 +129,8 @@ class Partition:
             except OSError:
                 return
             async with upstream, anyio.create_task_group() as tg:
+                if self.severed:  # severed while this one was connecting: it never was
+                    return
                 self._scopes.add(tg.cancel_scope)
                 try:
                     tg.start_soon(self._relay, client, upstream, tg.cancel_scope)
