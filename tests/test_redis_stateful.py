@@ -304,10 +304,6 @@ class TwoProcesses(RuleBasedStateMachine):
                 assert events[0].event == RESET_EVENT, events[0]
 
 
-@pytest.mark.xfail(
-    reason="channel: a ring lag that jumps over a note_gap() drops its count (see NOTES, core)",
-    strict=False,
-)
 def test_two_processes_sharing_redis_through_faults(redis_server: Any) -> None:  # noqa: F811
     server = redis_server("--stream-node-max-entries", "4")
     TwoProcesses.url = server.url
