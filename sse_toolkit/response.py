@@ -22,8 +22,10 @@ after the ``next()`` running there returns: see `_ThreadedIterator`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -84,18 +86,96 @@ HOOK_TIMEOUT = CLOSE_TIMEOUT
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 field name
+# RFC 9110 field-value characters: visible ASCII, space, tab and obs-text (latin-1 above
+# 0x7f). So no CR, LF, NUL or any other control character: nothing that ends a field.
+_FIELD_VALUE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Statuses whose response has no content (RFC 9110 15.3.5, 15.3.6, 15.4.5): headers only.
+_NO_CONTENT: Final = frozenset({204, 205, 304})
+_NOT_A_STREAM: Final = (str, bytes, bytearray, memoryview, Mapping)
+
 
 def _header_list(headers: Headers | None) -> list[tuple[bytes, bytes]]:
     merged = dict(_DEFAULT_HEADERS)
-    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
-    for name, value in items:
+    if headers is None:
+        items: Iterable[object] = ()
+    elif isinstance(headers, Mapping):
+        items = headers.items()
+    elif isinstance(headers, (str, bytes, bytearray)) or not isinstance(headers, Iterable):
+        raise TypeError(
+            f"headers must be a mapping or an iterable of (name, value) pairs, not {headers!r}"
+        )
+    else:
+        items = headers
+    for item in items:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise TypeError(f"headers: each must be a (name, value) pair of str, not {item!r}")
+        name, value = item
+        if not (isinstance(name, str) and isinstance(value, str)):
+            raise TypeError(f"headers: name and value must be str, not {name!r}: {value!r}")
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"headers: {name!r} is not a field name (an RFC 9110 token)")
         key = name.lower()
-        if key in _HOP_BY_HOP:
-            raise ValueError(f"header {name!r} is hop-by-hop; the ASGI server sets framing itself")
-        if any(c in f"{name}{value}" for c in "\r\n\0"):
-            raise ValueError(f"header {name!r} must not contain CR, LF or NUL")
+        if key in _HOP_BY_HOP or key == "content-length":
+            raise ValueError(
+                f"headers: {name!r} is for framing, which the ASGI server does itself"
+                " (the body is a stream: hop-by-hop, no length)"
+            )
+        value = value.strip(" \t")  # surrounding whitespace is not part of a value
+        if not _FIELD_VALUE.fullmatch(value):
+            raise ValueError(
+                f"headers: the value of {name!r} must be latin-1 text without control"
+                f" characters (CR, LF, NUL, ...), not {value!r}"
+            )
         merged[key] = value
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+
+
+def _check_content(content: object) -> None:
+    if isinstance(content, (FrameBatches, AsyncIterable)):
+        return
+    if isinstance(content, _NOT_A_STREAM) or not isinstance(content, Iterable):
+        raise TypeError(
+            "EventStreamResponse content must be an iterable or async iterable of events"
+            f" (a str, bytes or dict is one event: put it in a list), not {type(content).__name__}"
+        )
+
+
+def _check_status(status_code: object) -> int:
+    if type(status_code) is not int:
+        raise TypeError(f"status_code must be an int, not {status_code!r}")
+    if not 200 <= status_code <= 599:  # (an interim 1xx status cannot start a response)
+        raise ValueError(f"status_code must be a final HTTP status, 200-599, not {status_code!r}")
+    return status_code
+
+
+def _check_seconds(name: str, value: object, *, zero: bool = False) -> float | None:
+    """None, or a finite number of seconds > 0 (>= 0 with ``zero``); raise naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound} seconds, or None, not {value!r}")
+    return value
+
+
+def _check_hook(on_disconnect: object) -> None:
+    if on_disconnect is None:
+        return
+    if not callable(on_disconnect):
+        raise TypeError(f"on_disconnect must be callable or None, not {on_disconnect!r}")
+    try:
+        signature = inspect.signature(on_disconnect)
+    except (TypeError, ValueError):  # some builtins have none: nothing to check
+        return
+    try:
+        signature.bind()
+    except TypeError:
+        raise TypeError(
+            f"on_disconnect is called with no arguments; {on_disconnect!r} needs some"
+        ) from None
 
 
 class EventStreamResponse:
@@ -118,6 +198,13 @@ class EventStreamResponse:
       at most about twice this is held (one batch being sent, one filling).
     - ``max_duration``: end the body cleanly after that many seconds (e.g. when the
       client's token expires); EventSource then reconnects.
+    - ``status_code``: 200-599; a status without content (204, 205, 304) sends the
+      headers only (204 tells EventSource to stop reconnecting).
+    - ``headers``: added to (or replacing) the defaults; names are RFC 9110 tokens, values
+      latin-1 without control characters; framing headers are refused.
+
+    Every option is checked here (ValueError or TypeError naming it); the items of
+    ``content`` only as they are sent.
     """
 
     media_type = "text/event-stream"
@@ -135,28 +222,27 @@ class EventStreamResponse:
         max_buffer_bytes: int = 1 << 20,
         max_duration: float | None = None,
     ) -> None:
-        if heartbeat_interval is not None and not heartbeat_interval > 0:
-            raise ValueError(f"heartbeat_interval must be > 0 or None, not {heartbeat_interval!r}")
-        if send_timeout is not None and not send_timeout > 0:
-            raise ValueError(f"send_timeout must be > 0 or None, not {send_timeout!r}")
-        if max_buffer_bytes < 1:
-            raise ValueError("max_buffer_bytes must be >= 1")
-        if max_duration is not None and not max_duration >= 0:
-            raise ValueError(f"max_duration must be >= 0 or None, not {max_duration!r}")
+        # Every option is checked here, once: a mistake fails at start-up naming the
+        # option, not at each request (or only once a client disconnects).
+        _check_content(content)
+        if type(max_buffer_bytes) is not int or max_buffer_bytes < 1:
+            raise ValueError(f"max_buffer_bytes must be an int >= 1, not {max_buffer_bytes!r}")
+        _check_hook(on_disconnect)
         self.content = content
-        self.status_code = status_code
+        self.status_code = _check_status(status_code)
         self.raw_headers = _header_list(headers)
-        self.heartbeat_interval = heartbeat_interval
-        self.send_timeout = send_timeout
+        self.heartbeat_interval = _check_seconds("heartbeat_interval", heartbeat_interval)
+        self.send_timeout = _check_seconds("send_timeout", send_timeout)
         self.retry_frame = encode(retry=retry) if retry is not None else None
         self.on_disconnect = on_disconnect
         self.max_buffer_bytes = max_buffer_bytes
-        self.max_duration = max_duration
+        self.max_duration = _check_seconds("max_duration", max_duration, zero=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             raise TypeError(f"EventStreamResponse serves HTTP, not {scope['type']!r}")
-        await _Stream(self, receive, send).run(scope.get("method", "GET") == "HEAD")
+        headers_only = scope.get("method", "GET") == "HEAD" or self.status_code in _NO_CONTENT
+        await _Stream(self, receive, send).run(headers_only)
 
 
 class _Stream:

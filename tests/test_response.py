@@ -211,13 +211,8 @@ async def test_bad_event_field_in_dict_raises() -> None:
 
 
 def test_non_iterable_content_is_refused() -> None:
-    client = Client()
-
-    async def main() -> None:
-        await run(EventStreamResponse(42), client)  # type: ignore[arg-type]
-
     with pytest.raises(TypeError, match="iterable"):
-        anyio.run(main)
+        EventStreamResponse(42)  # type: ignore[arg-type]
 
 
 async def test_outside_cancellation_closes_the_iterator() -> None:
@@ -504,3 +499,102 @@ async def test_a_hanging_async_disconnect_hook_is_bounded(monkeypatch: pytest.Mo
     client.broken_body = True
     await run(EventStreamResponse(Tracked(["a"]).gen(), on_disconnect=hook), client)
     assert entered.is_set()
+
+
+# -- options are checked when the response is built, not when a client comes ---------------
+
+OPTION_MISTAKES = [
+    ({"on_disconnect": "oops"}, "on_disconnect"),
+    ({"on_disconnect": len}, "on_disconnect"),  # needs an argument it will never get
+    ({"on_disconnect": lambda reason: None}, "on_disconnect"),
+    ({"status_code": "200"}, "status_code"),
+    ({"status_code": 99}, "status_code"),
+    ({"status_code": 101}, "status_code"),  # interim: no ASGI server can send it as final
+    ({"status_code": 600}, "status_code"),
+    ({"status_code": True}, "status_code"),
+    ({"status_code": 200.0}, "status_code"),
+    ({"heartbeat_interval": True}, "heartbeat_interval"),
+    ({"heartbeat_interval": float("inf")}, "heartbeat_interval"),
+    ({"heartbeat_interval": float("nan")}, "heartbeat_interval"),
+    ({"heartbeat_interval": "1"}, "heartbeat_interval"),
+    ({"send_timeout": float("inf")}, "send_timeout"),
+    ({"send_timeout": False}, "send_timeout"),
+    ({"send_timeout": 0}, "send_timeout"),
+    ({"max_duration": float("nan")}, "max_duration"),
+    ({"max_duration": float("inf")}, "max_duration"),
+    ({"max_duration": True}, "max_duration"),
+    ({"max_duration": "5"}, "max_duration"),
+    ({"max_duration": -1}, "max_duration"),
+    ({"max_buffer_bytes": 0.5}, "max_buffer_bytes"),
+    ({"max_buffer_bytes": "x"}, "max_buffer_bytes"),
+    ({"max_buffer_bytes": True}, "max_buffer_bytes"),
+    ({"max_buffer_bytes": 0}, "max_buffer_bytes"),
+    ({"retry": True}, "retry"),
+    ({"retry": -1}, "retry"),
+    ({"retry": 1.5}, "retry"),
+    ({"headers": {"x a:": "1"}}, "headers"),
+    ({"headers": {"x:a": "1"}}, "headers"),
+    ({"headers": {"": "1"}}, "headers"),
+    ({"headers": {"x-é": "1"}}, "headers"),
+    ({"headers": {"x-a": "1\r\nset-cookie: pwn=1"}}, "headers"),
+    ({"headers": {"x-a": "a\x01b"}}, "headers"),
+    ({"headers": {"x-a": "a\x7fb"}}, "headers"),
+    ({"headers": {"x-a": "a\x0bb"}}, "headers"),
+    ({"headers": {"x-a": "€"}}, "headers"),  # not latin-1: cannot be sent
+    ({"headers": {"x-a": 1}}, "headers"),
+    ({"headers": {1: "x"}}, "headers"),
+    ({"headers": {b"x-a": b"1"}}, "headers"),
+    ({"headers": 5}, "headers"),
+    ({"headers": "x-a: 1"}, "headers"),
+    ({"headers": [("a", "b", "c")]}, "headers"),
+    ({"headers": ["ab"]}, "headers"),
+    ({"headers": {"Content-Length": "10"}}, "headers"),  # the body is a stream
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), OPTION_MISTAKES)
+def test_option_mistakes_are_refused_when_built_naming_the_option(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises((ValueError, TypeError), match=field):
+        EventStreamResponse([], **kwargs)
+
+
+@pytest.mark.parametrize("content", [42, None, "text", b"frames", bytearray(b"x"), {"data": "x"}])
+def test_content_that_is_not_a_stream_of_events_is_refused_when_built(content: Any) -> None:
+    # (a str or bytes would stream one event per character; a dict one per key)
+    with pytest.raises(TypeError, match="content"):
+        EventStreamResponse(content)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"status_code": 500},
+        {"status_code": 599, "heartbeat_interval": None},
+        {"heartbeat_interval": 1, "send_timeout": 1e9, "max_duration": 0},
+        {"retry": 0, "max_buffer_bytes": 1},
+        {"on_disconnect": print, "headers": [("X-A", ""), ("x-b", "a\tb"), ("x-c", "é")]},
+        {"on_disconnect": lambda *args, **kwargs: None},
+    ],
+)
+def test_valid_options_still_build(kwargs: dict[str, Any]) -> None:
+    EventStreamResponse(iter([]), **kwargs)
+
+
+def test_header_values_lose_surrounding_whitespace() -> None:
+    # RFC 9110 5.5: it is not part of the value (and h11 refuses to send it)
+    response = EventStreamResponse([], headers={"x-a": " \t1 2\t "})
+    assert (b"x-a", b"1 2") in response.raw_headers
+
+
+@pytest.mark.parametrize("status", [204, 205, 304])
+async def test_a_status_without_content_sends_headers_only_and_never_iterates(status: int) -> None:
+    # 204 is how a server tells EventSource to stop reconnecting
+    source = Tracked(["a"])
+    client = Client()
+    await run(EventStreamResponse(source.gen(), status_code=status, retry=1000), client)
+    assert client.start["status"] == status
+    assert client.body == b""
+    assert client.finished
+    assert source.pulled == 0
