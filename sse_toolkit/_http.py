@@ -68,6 +68,12 @@ class Request:
     def header(self, name: str) -> str | None:
         return self._headers.get(name)
 
+    def text_header(self, name: str) -> str | None:
+        """A header whose value is UTF-8 text (``Last-Event-ID``: EventSource sends the
+        UTF-8 encoding of the id). Bytes that are not UTF-8 become U+FFFD, never an error."""
+        value = self._headers.get(name)
+        return None if value is None else value.encode("latin-1").decode("utf-8", "replace")
+
     def first(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[0] if values else None

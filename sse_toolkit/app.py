@@ -14,7 +14,8 @@ Routes are relative to wherever the app is mounted (the part of ``scope["path"]`
 Statuses: 200 (stream), 202 (published), 204 (preflight); errors are JSON
 ``{"error": message}``: 400 (bad name, JSON, field, ``Last-Event-ID`` or too many channels),
 401 (token missing or invalid), 403 (not allowed), 404, 405, 413 (body), 414 (name),
-415 (publish without a JSON media type), 429 (stream limits), 503 (channels or backend
+415 (publish without a JSON media type), 429 (stream limits: streams per client, channels
+per client, streams per channel; with ``Retry-After``), 503 (channels or backend
 unavailable). A WebSocket is refused before its handshake (the server answers 403).
 
 Channel names are 1 to ``max_channel_name_length`` characters from ``A-Z a-z 0-9 . _ : ~ -``,
@@ -100,6 +101,7 @@ class SSEApp:
         max_channels_per_stream: int = _UNSET,
         max_subscribers_per_channel: int | None = _UNSET,
         max_subscribers_per_client: int | None = _UNSET,
+        max_channels_per_client: int | None = _UNSET,
         max_last_event_id_length: int = _UNSET,
         client_key: Callable[[Scope], str] | None = _UNSET,
         cors_origins: Iterable[str] | str = _UNSET,
@@ -137,6 +139,7 @@ class SSEApp:
             max_channels_per_stream=max_channels_per_stream,
             max_subscribers_per_channel=max_subscribers_per_channel,
             max_subscribers_per_client=max_subscribers_per_client,
+            max_channels_per_client=max_channels_per_client,
             max_last_event_id_length=max_last_event_id_length,
             client_key=client_key,
         )
@@ -144,7 +147,9 @@ class SSEApp:
             "cors", cors, CORS, origins=cors_origins, allow_credentials=cors_allow_credentials
         )
         self._slots = StreamSlots(
-            self.limits.max_subscribers_per_client, self.limits.max_subscribers_per_channel
+            self.limits.max_subscribers_per_client,
+            self.limits.max_subscribers_per_channel,
+            self.limits.max_channels_per_client,
         )
 
         # A plain function, not a bound method: Lilya calls bound-method lifespans with no

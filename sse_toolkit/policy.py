@@ -185,7 +185,12 @@ class Limits:
     - ``max_subscribers_per_channel``: streams this app serves per channel (429; None: no bound).
     - ``max_subscribers_per_client``: streams per client (429; None: no bound). Clients are
       keyed by ``client_key(scope)``, the peer address by default: behind a reverse proxy,
-      key on the forwarded address or raise the bound.
+      key on the forwarded address or raise the bounds.
+    - ``max_channels_per_client``: distinct channels a client's open streams name together
+      (429; None: no bound; at least ``max_channels_per_stream``). A channel named by several
+      of its streams counts once, so many tabs on one channel cost one. Subscribing creates
+      channels: without it one client could take every channel the manager lets subscribers
+      create, and others could no longer subscribe to a channel that does not exist yet.
     - ``max_last_event_id_length``: bytes of ``Last-Event-ID`` (header, or characters of
       the query parameter) per channel of the stream (400 past it). A published ``id`` may
       be a quarter of it in UTF-8 (1024 bytes by default, 400 past it), so that a merged
@@ -196,6 +201,7 @@ class Limits:
         "client_key",
         "max_body_size",
         "max_channel_name_length",
+        "max_channels_per_client",
         "max_channels_per_stream",
         "max_last_event_id_length",
         "max_subscribers_per_channel",
@@ -210,6 +216,7 @@ class Limits:
         max_channels_per_stream: int = 16,
         max_subscribers_per_channel: int | None = None,
         max_subscribers_per_client: int | None = 1000,
+        max_channels_per_client: int | None = 256,
         max_last_event_id_length: int = 4096,
         client_key: Callable[[Scope], str] | None = None,
     ) -> None:
@@ -227,6 +234,18 @@ class Limits:
         self.max_subscribers_per_client = positive(
             "max_subscribers_per_client", max_subscribers_per_client, optional=True
         )
+        self.max_channels_per_client = positive(
+            "max_channels_per_client", max_channels_per_client, optional=True
+        )
+        if (
+            self.max_channels_per_client is not None
+            and self.max_channels_per_client < self.max_channels_per_stream
+        ):
+            raise ValueError(
+                f"max_channels_per_client ({self.max_channels_per_client}) must be at least "
+                f"max_channels_per_stream ({self.max_channels_per_stream}) or None: "
+                "a stream naming that many channels could never be served"
+            )
         self.max_last_event_id_length: int = positive(  # type: ignore[assignment]
             "max_last_event_id_length", max_last_event_id_length
         )
@@ -260,15 +279,17 @@ class Limits:
         return max(1, self.max_last_event_id_length // 4)
 
     def last_event_id(self, request: Request, channels: int = 1) -> str | None:
-        """The ``Last-Event-ID`` header, else the ``last_event_id`` query parameter; bounded
-        per channel of the stream (a merged stream's id holds every channel's position)."""
-        value = request.header("last-event-id")
-        if value is None:
-            value = request.first("last_event_id")
+        """The ``Last-Event-ID`` header (UTF-8; bytes that are not become U+FFFD, in effect an
+        unknown id: the stream starts with ``sse.reset``), else the ``last_event_id`` query
+        parameter; bounded per channel of the stream (a merged stream's id holds every
+        channel's position)."""
         limit = self.max_last_event_id_length * max(1, channels)
+        header = request.header("last-event-id")  # latin-1: one character per byte
+        value = request.first("last_event_id") if header is None else header
         if value is not None and len(value) > limit:
             raise HTTPError(400, f"last-event-id is at most {limit} bytes for this stream")
-        return value
+        # The header is the UTF-8 of the id (the query parameter is decoded already).
+        return value if header is None else request.text_header("last-event-id")
 
     def check_event_id(self, event_id: object) -> None:
         """A published ``id`` must be one a subscriber can send back as ``Last-Event-ID``."""

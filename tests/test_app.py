@@ -900,3 +900,137 @@ def test_a_group_and_its_keywords_together_are_refused() -> None:
         SSEApp(ChannelManager(), limits=Limits(), max_body_size=10)
     with pytest.raises(TypeError, match="limits"):
         SSEApp(ChannelManager(), limits=Auth())  # type: ignore[arg-type]
+
+
+# -- channels held per client (review: one client filled max_subscriber_channels) ----------
+
+
+def merged_client(prefix: str, n: int, **kwargs: Any) -> Client:
+    return Client(path="/", query="&".join(f"channel={prefix}-{j}" for j in range(n)), **kwargs)
+
+
+async def test_a_clients_open_streams_hold_at_most_max_channels_per_client() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_channels_per_client=32, heartbeat_interval=None)
+    async with Stream(app, merged_client("a", 16)) as a, Stream(app, merged_client("b", 16)) as b:
+        await a.wait_for(lambda: bool(a.messages))
+        await b.wait_for(lambda: bool(b.messages))
+        assert (a.status, b.status) == (200, 200)
+        refused = await call(app, Client(path="/one-more"))
+        assert refused.status == 429
+        assert refused.headers["retry-after"]
+        assert "max_channels_per_client" in refused.json()["error"]
+        assert await manager.get("one-more") is None  # refused before creating anything
+        # Channels already held count once: more streams on them are still served.
+        async with Stream(app, Client(path="/a-3")) as again:
+            await again.wait_for(lambda: bool(again.messages))
+            assert again.status == 200
+        # Another client is not affected.
+        other = Client(path="/one-more")
+        other.scope["client"] = ("10.0.0.2", 1)
+        async with Stream(app, other):
+            await other.wait_for(lambda: bool(other.messages))
+            assert other.status == 200
+    # Every way out gave the channels back.
+    async with Stream(app, merged_client("c", 16)) as c:
+        await c.wait_for(lambda: bool(c.messages))
+        assert c.status == 200
+
+
+async def test_concurrent_streams_cannot_bypass_max_channels_per_client() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, max_channels_per_client=48, heartbeat_interval=None)
+    clients = [merged_client(f"s{i}", 16) for i in range(10)]
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, client.scope, client.receive, client.send)
+        for client in clients:
+            await client.wait_for(lambda c=client: bool(c.messages))
+        assert sorted(c.status for c in clients) == [200] * 3 + [429] * 7
+        for client in clients:
+            client.disconnect.set()
+    assert app.open_streams == 0
+
+
+async def test_default_channels_per_client_keep_new_channels_open_to_others() -> None:
+    # The review's attack, scaled down: one client names fresh channels until refused; the
+    # manager's subscriber channels are not exhausted, so others still subscribe to new ones.
+    manager = ChannelManager(max_channels=2 * 300)  # 300 subscriber channels
+    app = SSEApp(manager, heartbeat_interval=None)
+    assert app.limits.max_channels_per_client == 256
+    clients = [merged_client(f"x{i}", 16) for i in range(20)]
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(app, client.scope, client.receive, client.send)
+        for client in clients:
+            await client.wait_for(lambda c=client: bool(c.messages))
+        assert sorted(c.status for c in clients) == [200] * 16 + [429] * 4
+        victim = Client(path="/alice-room")
+        victim.scope["client"] = ("10.0.0.9", 1)
+        async with Stream(app, victim):
+            await victim.wait_for(lambda: bool(victim.messages))
+            assert victim.status == 200
+        for client in clients:
+            client.disconnect.set()
+
+
+def test_max_channels_per_client_is_validated() -> None:
+    assert (
+        SSEApp(ChannelManager(), max_channels_per_client=None).limits.max_channels_per_client
+        is None
+    )
+    for bad in (0, -1, 1.5, "8", True):
+        with pytest.raises((ValueError, TypeError), match="max_channels_per_client"):
+            SSEApp(ChannelManager(), max_channels_per_client=bad)
+    with pytest.raises(ValueError, match="max_channels_per_client"):
+        SSEApp(ChannelManager(), max_channels_per_client=8)  # below max_channels_per_stream (16)
+
+
+# -- Last-Event-ID is UTF-8 (review: non-ASCII ids were not replayed) ----------------------
+
+
+@pytest.mark.parametrize("where", ["header", "query"])
+async def test_a_non_ascii_id_is_replayed_from_last_event_id(where: str) -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    for i in range(3):
+        assert (
+            await call(app, publish_client("r", {"data": i, "id": f"café-☕-{i}"}))
+        ).status == 202
+    if where == "header":  # the Client sends header values as UTF-8 bytes, as EventSource does
+        client = Client(path="/r", headers=[("last-event-id", "café-☕-0")])
+    else:
+        client = Client(path="/r", query="last_event_id=" + quote("café-☕-0"))
+    async with Stream(app, client):
+        await client.wait_for(lambda: len(parse(client.body).events) == 2)
+    events = parse(client.body).events
+    assert [(e.last_event_id, e.data) for e in events] == [("café-☕-1", "1"), ("café-☕-2", "2")]
+
+
+async def test_a_non_ascii_composite_id_is_replayed_from_last_event_id() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+    first = Client(path="/", query="channel=a&channel=b")
+    async with Stream(app, first):
+        await wait_subscribers(manager, "b", 1)
+        for i in range(2):
+            await call(app, publish_client("a", {"data": f"a{i}", "id": f"é{i}"}))
+        await first.wait_for(lambda: len(parse(first.body).events) == 2)
+    composite = parse(first.body).events[0].last_event_id
+    client = Client(path="/", query="channel=a&channel=b", headers=[("last-event-id", composite)])
+    async with Stream(app, client):
+        await client.wait_for(lambda: len(parse(client.body).events) == 1)
+    assert [e.data for e in parse(client.body).events] == ["a1"]
+
+
+@pytest.mark.parametrize("raw", [b"caf\xe9-1", b"\xff\xfe", b"\xc3", b"\xed\xa0\x80"])
+async def test_a_last_event_id_that_is_not_utf8_is_an_unknown_id(raw: bytes) -> None:
+    app = SSEApp(ChannelManager(), allow_publish=True, heartbeat_interval=None)
+    await call(app, publish_client("r", {"data": "x", "id": "caf\u00e9-1"}))
+    client = Client(path="/r")
+    client.scope["headers"] = [(b"last-event-id", raw)]
+    async with Stream(app, client):
+        await client.wait_for(lambda: b"sse.reset" in client.body)
+        assert client.status == 200
+    (reset,) = [e for e in parse(client.body).events if e.event == "sse.reset"]
+    assert json.loads(reset.data)["last_event_id"] == raw.decode("utf-8", "replace")
