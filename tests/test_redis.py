@@ -14,6 +14,7 @@ the clear error on trio.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import re
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -857,6 +859,78 @@ async def test_evicted_channel_catches_up_when_used_again(prefix: str) -> None:
                     assert watcher.events == [*missed, newer]
                     assert stale.history() == [first, *missed, newer]
                     assert_strictly_increasing([e.id for e in stale.history() or []])
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_a_held_channel_keeps_working_after_eviction(prefix: str) -> None:
+    # The Lilya pattern: fetch a channel once, keep the object, use it later. The manager
+    # evicts it meanwhile (never published, no listener); it must work as with the
+    # in-memory backend: its listeners hear every process, replay from the id its own
+    # broadcast returned works, and bringing it back (attach again) duplicates nothing.
+    async with managers(SHARED_URL, prefix, 2, retention=0, block_ms=200) as (here, there):
+        chat = await here.get_or_create("chat")
+        assert here.sweep() == 1
+        assert await here.get("chat") is None
+        remote = await there.get_or_create("chat")
+        async with collecting(chat.listen()) as (held,):
+            from_there = await remote.broadcast("from there")
+            own = await chat.broadcast("from here")
+            assert chat.history(from_there.id) == [own]  # replay from it works at once
+            await all_received([held], own)
+            later = await remote.broadcast("later")
+            await all_received([held], later)
+            assert held.events == [from_there, own, later]
+
+        # Still evicted, now with a history; brought back: the same object, attached again.
+        again = await here.get_or_create("chat")
+        assert again is chat
+        async with collecting(chat.listen(last_event_id=later.id)) as (back,):
+            last = await remote.broadcast("last")
+            await all_received([back], last)
+            assert back.events == [last]
+        assert chat.history() == [from_there, own, later, last]
+        assert chat.stats().gaps == 0
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_an_evicted_channel_dropped_by_the_app_is_no_longer_read(prefix: str) -> None:
+    async with managers(SHARED_URL, prefix, 1, retention=0, block_ms=200) as (here,):
+        backend = redis_backend(here)
+        chat = await here.get_or_create("chat")
+        await chat.broadcast("one")
+        other = await here.get_or_create("other")
+        assert here.sweep() == 2
+        assert set(backend.reading()) == {"chat", "other"}  # still read while held
+        held = weakref.ref(chat)
+        del chat
+        gc.collect()
+        assert held() is None, gc.get_referrers(held())  # the backend holds it weakly
+        await other.broadcast("wake the reader")  # its next read leaves the dropped one out
+        await until(lambda: backend.reading() == ["other"], backend.reading)
+
+
+@pytest.mark.anyio
+@asyncio_only
+@pytest.mark.xfail(strict=False, reason="needs core: SSEChannel asks Backend.loop_token()")
+async def test_broadcast_from_thread_works_once_no_listener_waits(prefix: str) -> None:
+    async with managers(SHARED_URL, prefix, 1) as (here,):
+        channel = await here.get_or_create("t")
+        first = await channel.broadcast("on the loop")
+        listener = channel.listen(last_event_id=first.id)
+        with anyio.move_on_after(0.05):
+            await listener.__anext__()  # times out: nobody waits any more
+        listener.close()
+        event = await anyio.to_thread.run_sync(channel.broadcast_from_thread, "from a thread")
+        assert channel.history(first.id) == [event]
+        # The backend's own loop token (what the channel falls back on) runs one too.
+        token = redis_backend(here).loop_token()
+        assert token is not None
+        via_token = await anyio.to_thread.run_sync(
+            lambda: anyio.from_thread.run(channel.broadcast, "via token", token=token)
+        )
+        assert channel.history(event.id) == [via_token]
 
 
 # -- 7. broadcast returns once the event is here (issue 8, defect 9) -----------------------

@@ -97,18 +97,27 @@ StreamId = tuple[int, int]
 
 
 class _Cursor:
-    """Where this process stands in one channel's stream."""
+    """Where this process stands in one channel's stream.
 
-    __slots__ = ("channel", "id", "key", "n", "resumed")
+    It holds its channel weakly: the manager (or the app) keeps the channels that matter
+    alive; one nobody references any more is no longer read (see `_prune`).
+    """
+
+    __slots__ = ("_channel", "id", "key", "n", "resumed")
 
     def __init__(self, channel: SSEChannel, entry_id: str, n: int | None, *, resumed: bool):
-        self.channel = channel
+        self._channel = weakref.ref(channel)
         self.id = entry_id  # the newest entry delivered into the channel ("0-0": none)
         self.key = _id_key(entry_id)  # the same, to compare numerically
         self.n = n  # its number in the stream, None if unknown
         # Reading goes on from a saved position (after a reconnect, or the channel was
         # evicted meanwhile): a stream that started over may have lost entries for us.
         self.resumed = resumed
+
+    @property
+    def channel(self) -> SSEChannel | None:
+        """The channel delivered into; None once nobody references it."""
+        return self._channel()
 
 
 class RedisBackend(Backend):
@@ -157,16 +166,14 @@ class RedisBackend(Backend):
         self.connect_timeout = connect_timeout
         self.stream_ttl = stream_ttl
         self._ttl_ms = "0" if stream_ttl is None else str(max(1, math.ceil(stream_ttl * 1000)))
-        self._cursors: dict[str, _Cursor] = {}  # by channel name: the channels attached
-        # Where evicted channels stood, to resume them exactly if they come back.
-        self._parked: weakref.WeakKeyDictionary[SSEChannel, tuple[str, int | None]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # By channel name: the channels read here, evicted ones still referenced included.
+        self._cursors: dict[str, _Cursor] = {}
         self._wake_key = f"{prefix}__wake__:{uuid.uuid4().hex}"
         # Read from the last wake-up seen, not "$": a wake-up written after the reader built
         # its list of streams but before Redis ran its XREAD must still end that XREAD.
         self._wake_position = "0-0"
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
         self._client: Redis | None = None
         self._reader_client: Redis | None = None
         self._publish_script: AsyncScript | None = None
@@ -219,6 +226,11 @@ class RedisBackend(Backend):
     async def attach(self, channel: SSEChannel) -> None:
         client = self._ensure()
         name = channel.name
+        cursor = self._cursors.get(name)
+        if cursor is not None and cursor.channel is channel:
+            # Read all along (an evicted channel the app held, brought back): nothing to do.
+            await anyio.lowlevel.checkpoint()
+            return
         if channel.last_id is None:
             # A new local channel: load what Redis retains, so replay works here too.
             try:
@@ -239,21 +251,40 @@ class RedisBackend(Backend):
         await self._wake_reader()
 
     async def detach(self, channel: SSEChannel) -> None:
-        self.forget(channel)
+        cursor = self._cursors.get(channel.name)
+        if cursor is not None and cursor.channel is channel:
+            del self._cursors[channel.name]
         # anyio's checkpoint, not asyncio.sleep(0): a manager on trio must still close.
         await anyio.lowlevel.checkpoint()
 
     def forget(self, channel: SSEChannel) -> None:
-        cursor = self._cursors.get(channel.name)
-        if cursor is not None and cursor.channel is channel:
-            del self._cursors[channel.name]
-            self._parked[channel] = (cursor.id, cursor.n)
+        """The manager evicted ``channel``: keep delivering into it while it is referenced.
+
+        The app may hold the object (``get_or_create`` once, use it later): its listeners,
+        its replay and its own broadcasts must keep working, as with the in-memory backend.
+        Cursors hold channels weakly, so once nobody references it, it is no longer read.
+        """
 
     def remember(self, channel: SSEChannel) -> None:
+        """Deprecated (the manager calls `attach` again): deliver into ``channel`` again."""
+        cursor = self._cursors.get(channel.name)
+        if cursor is not None and cursor.channel is channel:
+            return
         self._resume(channel)
         if self._task_group is not None:
             self._task_group.start_soon(self._wake_reader)
         # else: the reader has not started yet; its first read includes this channel
+
+    def loop_token(self) -> anyio.lowlevel.EventLoopToken | None:
+        """The event loop this backend's connections and reader run on (None: not yet).
+
+        What a publish from another thread must run on (`SSEChannel.broadcast_from_thread`).
+        """
+        return self._token
+
+    def reading(self) -> list[str]:
+        """Names of the channels this process reads from Redis (for diagnostics, tests)."""
+        return list(self._cursors)
 
     async def close(self) -> None:
         self._generation += 1
@@ -280,26 +311,30 @@ class RedisBackend(Backend):
         self._owner = self._task_group = self._read_done = None
         self._client = self._reader_client = self._publish_script = None
         self._cursors.clear()
-        self._parked.clear()
-        self._loop = None
+        self._loop = self._token = None
         self.connected = False
 
     # -- delivering ------------------------------------------------------------------------
 
     def _resume(self, channel: SSEChannel) -> None:
-        """Deliver into ``channel`` again, from where it stands (it was evicted)."""
-        parked = self._parked.pop(channel, None)
+        """Deliver into ``channel`` again, from where it stands (not read here meanwhile:
+        its number in the stream is unknown, so a gap up to the next entry goes unseen)."""
         last_id = channel.last_id or "0-0"
-        if parked is not None and parked[0] == last_id:
-            cursor = _Cursor(channel, last_id, parked[1], resumed=True)
-        else:
-            cursor = _Cursor(channel, last_id, None, resumed=True)
-        self._cursors[channel.name] = cursor
+        self._cursors[channel.name] = _Cursor(channel, last_id, None, resumed=True)
+
+    def _prune(self) -> None:
+        """Stop reading the streams of channels nobody references any more, or closed."""
+        for name, cursor in list(self._cursors.items()):
+            channel = cursor.channel
+            if channel is None or channel.closed:
+                del self._cursors[name]
 
     def _deliver(self, cursor: _Cursor, entries: Any) -> None:
         """Deliver stream entries, oldest first, skipping those delivered already, and
         telling the channel about entries it can no longer get."""
         channel = cursor.channel
+        if channel is None:
+            return  # nobody references it any more
         for entry_id, fields in entries:
             position = _text(entry_id)
             key = _id_key(position)
@@ -378,6 +413,7 @@ class RedisBackend(Backend):
         if self._loop is not loop:
             # First use, or a new event loop (a restarted server): start afresh.
             self._loop = loop
+            self._token = anyio.lowlevel.current_token()
             self._owner = self._task_group = None
             self._client = self._connect(timeout=self.connect_timeout)
             self._reader_client = self._connect(timeout=self.block_ms / 1000 + 5)
@@ -457,6 +493,7 @@ class RedisBackend(Backend):
         while self._generation == generation:
             client = self._reader_client
             assert client is not None
+            self._prune()
             streams: dict[Any, Any] = {self._key(name): c.id for name, c in self._cursors.items()}
             streams[self._wake_key] = self._wake_position
             try:
