@@ -33,6 +33,7 @@ log = logging.getLogger("sse_toolkit.hub")
 
 SSE_PREFIX = "/sse"
 DEFAULT_STREAMS_PER_CLIENT = 1000
+DEFAULT_CHANNELS_PER_CLIENT = 256
 
 _INDEX = b"""<!doctype html><meta charset="utf-8"><title>sse-toolkit hub</title>
 <h1>sse-toolkit hub</h1>
@@ -140,6 +141,15 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
         help=f"open streams per client address ({DEFAULT_STREAMS_PER_CLIENT}; 0: no bound)",
     )
     parser.add_argument(
+        "--max-channels-per-client",
+        type=int,
+        default=default(DEFAULT_CHANNELS_PER_CLIENT),
+        help=(
+            "distinct channels the open streams of one client address may name "
+            f"({DEFAULT_CHANNELS_PER_CLIENT}; 0: no bound)"
+        ),
+    )
+    parser.add_argument(
         "--log-level",
         default=default("info"),
         choices=["critical", "error", "warning", "info", "debug"],
@@ -191,6 +201,7 @@ def serve(args: argparse.Namespace) -> int:
             cors_origins=args.cors_origin,
             heartbeat_interval=args.heartbeat,
             max_subscribers_per_client=args.max_streams_per_client or None,
+            max_channels_per_client=args.max_channels_per_client or None,
         )
     except (ValueError, TypeError) as exc:  # a mistake in the options: say which, no traceback
         print(f"sse-toolkit: {exc}", file=sys.stderr)

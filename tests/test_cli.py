@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
 import shlex
 import signal
@@ -401,7 +403,12 @@ def test_index_page_methods(plain_hub: Hub, client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("args", "parameter"),
-    [(("--secret", ""), "secret"), (("--heartbeat", "0"), "heartbeat_interval")],
+    [
+        (("--secret", ""), "secret"),
+        (("--heartbeat", "0"), "heartbeat_interval"),
+        (("--max-channels-per-client", "-1"), "max_channels_per_client"),
+        (("--max-channels-per-client", "8"), "max_channels_per_client"),  # < 16 per stream
+    ],
 )
 def test_configuration_mistakes_exit_2_naming_the_parameter(
     args: tuple[str, ...], parameter: str
@@ -416,3 +423,105 @@ def test_configuration_mistakes_exit_2_naming_the_parameter(
     assert done.returncode == 2, done
     assert parameter in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_websocket_clients_get_403_and_the_log_no_traceback(plain_hub: Hub) -> None:
+    # A real WebSocket client; uvicorn speaks WebSocket through the `websockets` package
+    # (test extra): without it, uvicorn would treat the upgrade as plain HTTP.
+    import websockets
+    from websockets.sync.client import connect
+
+    for path in ("/", "/sse/x", "/sse/"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{plain_hub.port}{path}", open_timeout=WAIT)
+        assert refused.value.response.status_code == 403, path
+    assert client_status(plain_hub, "/sse/x") == 200  # still serving
+    log = plain_hub.log()
+    assert "Traceback" not in log and "ASGI callable returned" not in log, log
+
+
+def client_status(hub: Hub, path: str, source: str = "127.0.0.1") -> int:
+    with raw_stream(hub.port, path, source=source) as (status, _, _):
+        return status
+
+
+@contextmanager
+def raw_stream(
+    port: int, path: str, headers: bytes = b"", *, source: str = "127.0.0.1"
+) -> Iterator[tuple[int, bytes, socket.socket]]:
+    """A GET sent as raw bytes (headers: the client's exact bytes); yields the status, what
+    was received so far (the head, maybe more) and the socket."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT, source_address=(source, 0))
+    with sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\n".encode() + headers + b"\r\n")
+        head = recv_until(sock, lambda data: b"\r\n\r\n" in data)
+        yield int(head.split(b" ")[1]), head, sock
+
+
+def recv_until(sock: socket.socket, done: Callable[[bytes], bool], data: bytes = b"") -> bytes:
+    deadline = time.monotonic() + WAIT
+    while not done(data):
+        assert time.monotonic() < deadline, data
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def test_one_client_cannot_hold_more_than_max_channels_per_client(plain_hub: Hub) -> None:
+    # The review's attack: merged streams of 16 new channels each, until refused (the
+    # default, 256 channels = 16 such streams). Another client still subscribes to a new one.
+    port = plain_hub.port
+    with contextlib.ExitStack() as streams:
+        for i in range(16):
+            query = "&".join(f"channel=exh{i}-{j}" for j in range(16))
+            status, _, _ = streams.enter_context(raw_stream(port, f"/sse/?{query}"))
+            assert status == 200, i
+        query = "&".join(f"channel=exh-more-{j}" for j in range(16))
+        with raw_stream(port, f"/sse/?{query}") as (status, head, sock):
+            reply = recv_until(sock, lambda data: data.endswith(b'"}'), head)
+        assert status == 429
+        assert b"retry-after: 5" in reply.lower()
+        assert b"max_channels_per_client" in reply
+        assert client_status(plain_hub, "/sse/alice-room", source="127.0.0.2") == 200
+    # Every stream's channels were given back when it ended.
+    wait_until(lambda: client_status(plain_hub, f"/sse/?{query}") == 200, "channels not freed")
+
+
+def test_a_non_ascii_id_is_replayed_from_the_utf8_last_event_id(
+    publish_hub: Hub, client: httpx.Client
+) -> None:
+    # As EventSource does: the id line's UTF-8 bytes come back raw in Last-Event-ID.
+    with raw_stream(publish_hub.port, "/sse/utf8") as (status, head, sock):
+        assert status == 200
+        wait_subscribers_on(client, publish_hub, "utf8")
+        for i in (1, 2):
+            body = {"data": f"e{i}", "id": f"café-☕-{i}"}
+            response = client.post(f"{publish_hub.url}/sse/utf8", json=body)
+            assert response.status_code == 202, response.text
+        stream = recv_until(sock, lambda data: b"data: e2" in data, head)
+    (first_id,) = [line[4:] for line in stream.split(b"\n") if line.startswith(b"id: ")][:1]
+    assert first_id == "café-☕-1".encode()
+    resume = b"last-event-id: " + first_id + b"\r\n"
+    with raw_stream(publish_hub.port, "/sse/utf8", resume) as (status, head, sock):
+        replay = recv_until(sock, lambda data: b"data: e2" in data or b"sse.reset" in data, head)
+    assert status == 200
+    assert b"sse.reset" not in replay and b"data: e1" not in replay
+    assert "id: café-☕-2".encode() in replay
+    # Bytes that are not UTF-8 are an unknown id: a reset, not an error.
+    not_utf8 = b"last-event-id: caf\xe9-\xff\r\n"
+    with raw_stream(publish_hub.port, "/sse/utf8", not_utf8) as (status, head, sock):
+        reset = recv_until(sock, lambda d: b"sse.reset" in d and b'"}\n\n' in d, head)
+    assert status == 200
+    notice = reset.partition(b"event: sse.reset\n")[2].partition(b"\n\n")[0]
+    (data,) = [line[6:] for line in notice.split(b"\n") if line.startswith(b"data: ")]
+    assert json.loads(data)["last_event_id"] == "caf\ufffd-\ufffd"
+    assert "Traceback" not in publish_hub.log()
+
+
+def wait_subscribers_on(client: httpx.Client, hub: Hub, name: str) -> None:
+    def subscribed() -> bool:
+        channel = client.get(f"{hub.url}/sse/_stats").json()["per_channel"].get(name)
+        return channel is not None and channel["subscribers"] >= 1
+
+    wait_until(subscribed, f"no subscriber on {name}")
