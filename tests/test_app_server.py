@@ -4,6 +4,7 @@ uvicorn and hypercorn's trio worker, read by httpx-sse over loopback."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -354,3 +355,51 @@ def test_cookies_split_over_several_headers_are_read(server: str) -> None:
                 assert response.status_code == 200, response.read()
                 assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
                 wait_until(lambda: subscribers(manager, "room") == 1, "the subscriber")
+
+
+class _Problems(logging.Handler):
+    """Collects a server's log records that are errors or carry a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR or record.exc_info:
+            self.records.append(record)
+
+
+@contextmanager
+def server_problems() -> Iterator[_Problems]:
+    # Attached once the server runs: uvicorn's Config re-configures its loggers' handlers.
+    problems = _Problems()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "hypercorn.error")]
+    for logger in loggers:
+        logger.addHandler(problems)
+    try:
+        yield problems
+    finally:
+        for logger in loggers:
+            logger.removeHandler(problems)
+
+
+@pytest.mark.parametrize(("framework", "server"), HOSTS)
+def test_a_websocket_handshake_is_refused_with_403_and_no_traceback(
+    framework: str, server: str
+) -> None:
+    # A real WebSocket client. uvicorn speaks WebSocket only with `websockets` (or wsproto)
+    # installed; without, it would treat the upgrade as plain HTTP and serve a stream.
+    import websockets
+    from websockets.sync.client import connect
+
+    with hosted(framework, server) as (url, manager), server_problems() as problems:
+        base = url.replace("http://", "ws://")
+        for path in ("/x", "/?channel=a&channel=b", "/_stats", "/"):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                connect(base + path, open_timeout=WAIT)
+            assert refused.value.response.status_code == 403, path
+        with httpx.Client(timeout=WAIT) as client:
+            with client.stream("GET", f"{url}/x") as response:  # the server still serves
+                assert response.status_code == 200
+        assert problems.records == [], [r.getMessage() for r in problems.records]
+    assert manager.stats()["subscribers"] == 0
