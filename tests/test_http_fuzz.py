@@ -8,6 +8,10 @@ secret, publishing and stats. The oracle: no exception escapes the app, nothing 
 (`anyio.fail_after`), the status is one the route documents, every error body is JSON
 ``{"error": str}``, a stream is ``text/event-stream``, and every stream slot is given back.
 
+A second oracle for resuming: any id a stream sent, returned as UTF-8 bytes in
+``Last-Event-ID`` (or percent-encoded in ``?last_event_id=``), single or merged stream,
+replays exactly what followed it.
+
 Runs in-process (``SSE_FUZZ_EXAMPLES`` examples per event loop, 150 by default), and a
 smaller run over TCP against real uvicorn whose error log must hold no traceback.
 """
@@ -28,10 +32,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sse_toolkit import ChannelManager, SSEApp, create_token
+from sse_toolkit import ChannelManager, ServerSentEvent, SSEApp, create_token
 
 from .asgi import Client
 from .servers import serve
+from .sse_parser import parse
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +119,10 @@ def header_value(name: str) -> st.SearchStrategy[str]:
     if name == "cookie":
         return st.one_of(tokens().map(lambda t: f"sse_token={t}"), latin1)
     if name == "last-event-id":
-        return st.one_of(latin1, st.sampled_from(["x" * 60_000, "x" * 4096, "a=1&b=2", ""]))
+        # Any bytes (latin-1 text is sent byte for byte) and any text (sent as UTF-8).
+        return st.one_of(
+            latin1, any_text, st.sampled_from(["x" * 60_000, "x" * 4096, "a=1&b=2", ""])
+        )
     if name == "content-type":
         return st.one_of(
             st.sampled_from(
@@ -415,6 +423,83 @@ async def test_in_process_every_request_gets_a_documented_answer(shape: Shape) -
         assert int(client.headers["content-length"]) == len(client.body) or shape.method == "HEAD"
     assert app.open_streams == 0
     assert manager.stats()["subscribers"] == 0
+    await manager.close()
+
+
+# -- any id a stream sent comes back through Last-Event-ID ---------------------------------
+
+ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
+
+
+class Subscriber:
+    """A stream read in a task group until ``done(parsed)``, then hung up."""
+
+    def __init__(self, app: SSEApp, client: Client) -> None:
+        self.app, self.client = app, client
+
+    async def read(self, done: Any, then: Any = None) -> Any:
+        client = self.client
+        with anyio.fail_after(HANG):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.app, client.scope, client.receive, client.send)
+                if then is not None:
+                    await client.wait_for(lambda: bool(client.messages))
+                    await then()
+                await client.wait_for(lambda: done(parse(client.body)))
+                client.disconnect.set()
+        assert client.status == 200, client.body
+        return parse(client.body)
+
+
+@settings(max_examples=max(10, EXAMPLES // 3), deadline=None)
+@given(event_id=ids, merged=st.booleans(), via_query=st.booleans())
+async def test_any_id_the_stream_sent_replays_from_last_event_id(
+    event_id: str, merged: bool, via_query: bool
+) -> None:
+    """The oracle for resuming: EventSource sends back, as UTF-8 bytes, the id it last read;
+    the app replays exactly what followed it (never ``sse.reset``), whatever the id's text."""
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
+
+    def subscriber(last_event_id: str | None = None) -> Client:
+        query = "channel=room&channel=other" if merged else ""
+        client = Client(path="/" if merged else "/room", query=query)
+        if last_event_id is not None and via_query:
+            resume = "last_event_id=" + quote(last_event_id.encode("utf-8"), safe="")
+            client.scope["query_string"] = f"{query}&{resume}".lstrip("&").encode()
+        elif last_event_id is not None:  # the exact bytes a browser sends
+            client.scope["headers"] = [(b"last-event-id", last_event_id.encode("utf-8"))]
+        return client
+
+    refused: list[bytes] = []
+
+    async def publish() -> None:
+        while (channel := await manager.get("room")) is None or not channel.subscriber_count:
+            await anyio.sleep(0.001)
+        for data, fields in (("first", {"id": event_id}), ("second", {})):
+            client = Client(
+                method="POST",
+                path="/room",
+                body=json.dumps({"data": data, **fields}).encode(),
+                headers=[("content-type", "application/json")],
+            )
+            await app(client.scope, client.receive, client.send)
+            if client.status == 400:  # an id the frames refuse (a line break, NUL): said so
+                refused.append(client.body)
+                for other in ("first", "second"):  # let the live reader finish
+                    await channel.broadcast(ServerSentEvent(other))
+                return
+            assert client.status == 202, client.body
+
+    live = await Subscriber(app, subscriber()).read(lambda p: len(p.events) >= 2, publish)
+    if refused:
+        assert b"id" in refused[0], refused
+        return
+    seen_id = live.events[0].last_event_id
+    if not merged:
+        assert seen_id == event_id
+    resumed = await Subscriber(app, subscriber(seen_id)).read(lambda p: len(p.events) >= 1)
+    assert [(e.event, e.data) for e in resumed.events[:1]] == [("message", "second")]
     await manager.close()
 
 
