@@ -794,7 +794,7 @@ async def test_merged_stream_delivers_what_it_took_before_ending() -> None:
         await a.broadcast(str(i))
     frames = await merged.next_frames()
     assert b"data: from b" in frames
-    with pytest.raises(StopAsyncIteration):
+    with anyio.fail_after(WAIT), pytest.raises(StopAsyncIteration):
         await merged.next_frames()
 
 
