@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -10,8 +13,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from sse_toolkit import EventStreamResponse, ServerSentEvent, encode
+from sse_toolkit import EventStreamResponse, ServerSentEvent, SSEChannel, encode
 
 from .asgi import WAIT, Client
 from .sse_parser import parse
@@ -598,3 +603,172 @@ async def test_a_status_without_content_sends_headers_only_and_never_iterates(st
     assert client.body == b""
     assert client.finished
     assert source.pulled == 0
+
+
+# -- property: any value for any option builds, or is refused naming that option ------------
+
+OPTION_EXAMPLES = int(os.environ.get("SSE_TOOLKIT_OPTION_EXAMPLES", "60"))
+OPTIONS = (
+    "status_code",
+    "headers",
+    "heartbeat_interval",
+    "send_timeout",
+    "retry",
+    "on_disconnect",
+    "max_buffer_bytes",
+    "max_duration",
+)
+
+
+async def async_hook() -> None:
+    await anyio.lowlevel.checkpoint()
+
+
+# Anything at all a caller might pass by mistake, for any option (no lists: a list of
+# anything is valid content whose items are only checked as they are sent).
+wild = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),  # nan and both infinities included
+    st.text(max_size=4),
+    st.binary(max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from([object(), print, len, dict, async_hook, lambda: None, lambda x: x]),
+)
+plausible = {
+    "status_code": st.integers(-1, 1000),
+    "headers": st.one_of(
+        st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
+        st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), max_size=3),
+        st.lists(wild, max_size=2),
+    ),
+    "heartbeat_interval": st.floats(min_value=-1, max_value=1e12),
+    "send_timeout": st.floats(min_value=-1, max_value=1e12),
+    "retry": st.integers(-2, 2**64),
+    "on_disconnect": st.sampled_from([None, dict, async_hook, lambda *a: None]),
+    "max_buffer_bytes": st.integers(-1, 1 << 40),
+    "max_duration": st.floats(min_value=-1, max_value=1e12),
+}
+items = st.one_of(
+    st.text(max_size=8),
+    st.text(max_size=8).map(ServerSentEvent),
+    st.text(max_size=8).map(lambda text: {"data": text, "event": "e"}),
+)
+sources = st.tuples(st.sampled_from(["list", "tuple", "sync", "async", "channel"]), st.lists(items))
+contents = st.one_of(sources, sources, sources, wild)  # mostly a real source
+
+
+def materialise(content: Any) -> Any:
+    """A fresh source for the strategy's description (a generator serves once)."""
+    if not (isinstance(content, tuple) and len(content) == 2 and isinstance(content[1], list)):
+        return content
+    kind, events = content
+    if kind == "list":
+        return list(events)
+    if kind == "tuple":
+        return tuple(events)
+    if kind == "sync":
+        return iter(list(events))
+
+    if kind == "async":
+
+        async def gen() -> AsyncIterator[Any]:
+            for event in events:
+                yield event
+
+        return gen()
+    channel = SSEChannel("c")
+    listener = channel.listen()
+    for item in events:
+        channel.deliver(item if isinstance(item, ServerSentEvent) else ServerSentEvent(item))
+    return listener
+
+
+TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")
+FIELD_VALUE = re.compile(rb"([\x21-\x7e\x80-\xff]([ \t]*[\x21-\x7e\x80-\xff])*)?")
+
+
+async def serve_in_process(response: EventStreamResponse, disconnect_after: float) -> list[Any]:
+    """Serve one GET; the client leaves after ``disconnect_after`` s unless the body ended."""
+    messages: list[Any] = []
+    ended = anyio.Event()
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        with anyio.move_on_after(disconnect_after):
+            await ended.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            ended.set()
+
+    with anyio.fail_after(WAIT):
+        await response(Client().scope, receive, send)
+    return messages
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=OPTION_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_option_value_builds_or_is_refused_naming_it(backend: str, data: st.DataObject) -> None:
+    # Some options keep their default, the others get plausible or wild values.
+    chosen = data.draw(st.sets(st.sampled_from(OPTIONS), max_size=3), label="options")
+    kwargs = {
+        name: data.draw(st.one_of(plausible[name], plausible[name], wild), label=name)
+        for name in chosen
+    }
+    content = data.draw(contents, label="content")
+    hook_calls = 0
+    counted = False
+    if callable(kwargs.get("on_disconnect")):
+        hook = kwargs["on_disconnect"]
+        try:
+            needs_arguments = inspect.signature(hook).bind() is None
+        except TypeError:
+            needs_arguments = True
+        except ValueError:
+            needs_arguments = False
+        if not needs_arguments:
+
+            async def counting_hook() -> None:
+                nonlocal hook_calls
+                hook_calls += 1
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+
+            kwargs["on_disconnect"] = counting_hook
+            counted = True
+
+    async def main() -> None:
+        source = materialise(content)
+        refused: Exception | None = None
+        try:
+            response = EventStreamResponse(source, **kwargs)
+        except (ValueError, TypeError) as exc:
+            refused = exc
+        if refused is not None:
+            named = [name for name in (*chosen, "content") if name in str(refused)]
+            assert named, f"{refused!r} names none of {sorted(chosen)} nor content"
+            event("refused")
+            return
+        event("built")
+        messages = await serve_in_process(response, disconnect_after=0.02)
+        start, *bodies = messages
+        assert start["type"] == "http.response.start"
+        assert start["status"] == kwargs.get("status_code", 200)
+        for name, value in start["headers"]:
+            assert TOKEN.fullmatch(name) and FIELD_VALUE.fullmatch(value), (name, value)
+        assert all(m["type"] == "http.response.body" for m in bodies)
+        assert all(isinstance(m["body"], bytes) for m in bodies)
+        finished = bool(bodies) and not bodies[-1].get("more_body", False)
+        assert hook_calls == (1 if counted and not finished else 0)
+
+    anyio.run(main, backend=backend)
