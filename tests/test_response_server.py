@@ -42,8 +42,14 @@ class App:
             source = self.blocking()
         else:
             source = self.forever()
+        status = int(scope["query_string"].decode().partition("status=")[2] or 200)
         response = EventStreamResponse(
-            source, retry=1000, heartbeat_interval=0.05, on_disconnect=self._disconnected
+            source,
+            status_code=status,
+            headers={"x-padded": " \t1 2 "},
+            retry=1000,
+            heartbeat_interval=0.05,
+            on_disconnect=self._disconnected,
         )
         await response(scope, receive, send)
 
@@ -153,3 +159,18 @@ def test_real_server_head_request(server: str) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.content == b""
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("status", [204, 304])
+def test_real_server_status_without_content_sends_headers_only(server: str, status: int) -> None:
+    # (204 tells EventSource to stop reconnecting; a body there breaks the connection)
+    app = App()
+    with serve(app, server) as url, httpx.Client(timeout=WAIT) as client:
+        response = client.get(f"{url}/forever?status={status}")
+        again = client.get(f"{url}/count?n=1")  # the connection is still good
+    assert response.status_code == status
+    assert response.content == b""
+    assert response.headers["x-padded"] == "1 2"
+    assert again.status_code == 200
+    assert b"data: " in again.content
