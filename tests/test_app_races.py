@@ -264,8 +264,8 @@ async def test_concurrent_streams_over_uvicorn_respect_the_per_client_limit(
 
 # -- model-based: the limits as a state machine ---------------------------------------------
 
-PER_CLIENT, PER_CHANNEL = 2, 3
-CHANNELS = ["a", "b", "c", "d"]
+PER_CLIENT, PER_CHANNEL, CHANNELS_PER_CLIENT, PER_STREAM = 3, 3, 4, 3
+CHANNELS = ["a", "b", "c", "d", "e", "f"]
 
 
 class Request:
@@ -317,6 +317,8 @@ class AppLimits(RuleBasedStateMachine):
             allow_publish=True,
             max_subscribers_per_client=PER_CLIENT,
             max_subscribers_per_channel=PER_CHANNEL,
+            max_channels_per_client=CHANNELS_PER_CLIENT,
+            max_channels_per_stream=PER_STREAM,
             client_key=by_header,
             authorize=yielding_authorize,
             heartbeat_interval=None,
@@ -326,6 +328,9 @@ class AppLimits(RuleBasedStateMachine):
     def expected_status(self, key: str, names: list[str]) -> int:
         if sum(s.key == key for s in self.open) >= PER_CLIENT:
             return 429
+        held = {name for s in self.open if s.key == key for name in s.names}
+        if len(held | set(names)) > CHANNELS_PER_CLIENT:  # distinct channels, over its streams
+            return 429
         for name in names:
             if sum(name in s.names for s in self.open) >= PER_CHANNEL:
                 return 429
@@ -334,7 +339,7 @@ class AppLimits(RuleBasedStateMachine):
     @rule(
         target=streams,
         key=st.sampled_from(["u1", "u2", "u3"]),
-        names=st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=3, unique=True),
+        names=st.lists(st.sampled_from(CHANNELS), min_size=1, max_size=PER_STREAM, unique=True),
     )
     def subscribe(self, key: str, names: list[str]) -> Any:
         merged = len(names) > 1
