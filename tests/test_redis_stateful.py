@@ -3,7 +3,9 @@
 Hypothesis drives two "processes" (managers, each on its own backend, each reaching
 Redis through a `Partition` it can sever) on one channel: publish bursts on either,
 listen (live, or reconnecting with the last id a listener saw, on either process), poll a
-listener with a short timeout, close one, sever and restore a process's connections. The
+listener with a short timeout, close one, sever and restore a process's connections, have
+a process's manager evict the channel (the app holding the evicted object and using it
+later, as Lilya apps do, or dropping it). The
 invariant, checked after every step and, completely, at every `settle`: each listener
 receives each acknowledged event from where it started, exactly once and in order, or a
 notice (``sse.lagged`` with the exact count, or null; ``sse.reset``) before the next one.
@@ -17,6 +19,7 @@ cost that one entries. Bounded for CI (asyncio only: the backend is);
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import uuid
@@ -27,6 +30,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import hypothesis
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,7 +43,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from sse_toolkit import BackendUnavailable, ChannelManager, ServerSentEvent
+from sse_toolkit import BackendUnavailable, ChannelManager, ServerSentEvent, SSEChannel
 from sse_toolkit.channel import RESET_EVENT
 
 from .test_redis import WAIT, redis_server  # noqa: F401 - a fixture
@@ -83,6 +87,9 @@ class World:
         self.thread.start()
         self.partitions: list[Partition] = []
         self.managers: list[ChannelManager] = []
+        # Per process: the channel object the app holds and uses (evicted, maybe), or None:
+        # it asks the manager each time.
+        self.held: list[SSEChannel | None] = [None, None]
         self.stop: asyncio.Event | None = None
         self.task_group: anyio.abc.TaskGroup | None = None
         started = threading.Event()
@@ -98,7 +105,9 @@ class World:
                 cut = await stack.enter_async_context(partition(self.url))
                 self.partitions.append(cut)
                 manager = await stack.enter_async_context(
-                    process(cut.url, self.prefix, capacity=CAPACITY, connect_timeout=5.0)
+                    process(
+                        cut.url, self.prefix, capacity=CAPACITY, connect_timeout=5.0, retention=0
+                    )
                 )
                 self.managers.append(manager)
             self.task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -124,8 +133,24 @@ class World:
 
     # -- run in the loop -----------------------------------------------------------------
 
+    async def channel(self, index: int, *, for_subscriber: bool = False) -> SSEChannel:
+        held = self.held[index]
+        if held is not None:
+            await anyio.lowlevel.checkpoint()
+            return held
+        return await self.managers[index].get_or_create("room", for_subscriber=for_subscriber)
+
+    async def evict(self, index: int, hold: bool) -> None:
+        """The manager evicts the channel if nobody listens (retention=0); the app holds
+        the object from then on, or drops it."""
+        channel = await self.channel(index)
+        self.managers[index].sweep()
+        self.held[index] = channel if hold else None
+        del channel
+        gc.collect()
+
     async def publish(self, index: int, count: int, first: int) -> list[ServerSentEvent]:
-        channel = await self.managers[index].get_or_create("room")
+        channel = await self.channel(index)
         return [await channel.broadcast(f"event {first + n}") for n in range(count)]
 
     async def listen(
@@ -133,7 +158,7 @@ class World:
     ) -> tuple[Any, int, bool]:
         """A new listener, the index of the first event it should get, and whether it
         should begin with sse.reset."""
-        channel = await self.managers[index].get_or_create("room", for_subscriber=True)
+        channel = await self.channel(index, for_subscriber=True)
         position = {event.id: i for i, event in enumerate(acknowledged)}
         here = position[channel.last_id] + 1 if channel.last_id is not None else 0
         if last_event_id is None:
@@ -274,6 +299,17 @@ class TwoProcesses(RuleBasedStateMachine):
     def restore(self, index: int) -> None:
         self.world.loop.call_soon_threadsafe(self.world.partitions[index].restore)
         self.severed[index] = False
+
+    @rule(index=st.integers(0, 1), hold=st.booleans())
+    def evict(self, index: int, hold: bool) -> None:
+        """Every client of that process leaves, and its manager evicts the channel."""
+        for watched in self._open():
+            if watched.process == index:
+                self._close(watched)
+        try:
+            self.world.run(self.world.evict, index, hold)
+        except BackendUnavailable:
+            assert self.severed[index]  # the channel's first use here, while cut off
 
     @rule()
     def settle(self) -> None:

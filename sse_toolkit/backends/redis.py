@@ -18,12 +18,15 @@ Failure model:
   jitter), reconnects and resumes each stream from the last id it delivered, so what was
   published meanwhile arrives, in order, once. Subscribers stay connected meanwhile and
   their heartbeats go on (they come from the channels, not from Redis).
-* Entries trimmed before this process read them (it was cut off, or behind, or its
-  channel was evicted meanwhile) are not skipped silently: every entry carries its number
+* Entries trimmed before this process read them (it was cut off, or behind) are not
+  skipped silently: every entry carries its number
   in the stream (``n``), and a jump tells the channel exactly how many it missed
   (``SSEChannel.note_gap``), so its listeners get ``sse.lagged`` (or, under
   ``lag_policy="close"``, their streams end). A stream that starts over (it expired, or
   Redis lost its data) after this process lost track of it counts as an unknown gap.
+* A channel the manager evicted is still read while anything references it (an app that
+  fetched it once and holds it): it keeps working as with the in-memory backend. The
+  backend holds channels weakly, so one nobody references is no longer read.
 * The backend connects lazily, on first use, so it works in hosts that do not forward
   lifespan to mounted apps. Its tasks (the reader, wake-ups) run in one anyio task group
   held by one owner task per event loop; ``ChannelManager.close()`` closes the backend,
@@ -111,7 +114,7 @@ class _Cursor:
         self.key = _id_key(entry_id)  # the same, to compare numerically
         self.n = n  # its number in the stream, None if unknown
         # Reading goes on from a saved position (after a reconnect, or the channel was
-        # evicted meanwhile): a stream that started over may have lost entries for us.
+        # attached again): a stream that started over may have lost entries for us.
         self.resumed = resumed
 
     @property
