@@ -826,6 +826,7 @@ OPTION_NAMES = [
     "max_channels_per_stream",
     "max_subscribers_per_channel",
     "max_subscribers_per_client",
+    "max_channels_per_client",
     "max_last_event_id_length",
     "client_key",
     "cors_origins",
