@@ -176,7 +176,7 @@ class SSEChannel:
         nobody.
         """
         event = as_event(message)
-        if self._token is None:  # for broadcast_from_thread; renewed once nobody listens
+        if self._token is None:  # for broadcast_from_thread (cleared once that loop is gone)
             self._token = anyio.lowlevel.current_token()
         # Before storing, so that a cancelled broadcast has published nothing, and so
         # that the deferred wake-up of the listeners is not paid inside this call.
@@ -200,13 +200,18 @@ class SSEChannel:
         event = as_event(message)  # bad input raises here, in the caller's thread
         if self._backend is None:
             return self.deliver(event)  # thread-safe, and wakes the listeners' loop
-        token = self._token
-        if token is not None:
+        for token in (self._token, self._backend.loop_token()):
+            if token is None:
+                continue
             try:
                 return anyio.from_thread.run(self.broadcast, event, token=token)
             except anyio.RunFinishedError:
-                self._token = None  # that event loop is gone
-        raise RuntimeError("use the channel from its event loop once before publishing")
+                if self._token is token:
+                    self._token = None  # that event loop is gone
+        raise RuntimeError(
+            "broadcast_from_thread() needs the event loop this channel's backend runs on: "
+            "use the channel from a running event loop first"
+        )
 
     def deliver(self, event: ServerSentEvent) -> ServerSentEvent:
         """Store an event in the ring and wake the listeners; return it as stored.
@@ -448,10 +453,10 @@ class SSEChannel:
             clock.leader = None
             self._wake_all()  # someone else must take over timing the heartbeats
         if self._subscribers == 0:
-            # Nobody waits now: drop the wake-up event and loop token, which belong to one
-            # event loop, so that the next user (maybe on another loop) makes its own.
+            # Nobody waits now: drop the wake-up event, which belongs to one event loop, so
+            # that the next user (maybe on another loop) makes its own. The loop token stays
+            # (broadcast_from_thread) until that loop is gone.
             self._wake_all()
-            self._token = None
 
     def _clock_for(self, interval: float) -> _HeartbeatClock:
         clock = self._clocks.get(interval)

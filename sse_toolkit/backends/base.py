@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+import anyio.lowlevel
+
 if TYPE_CHECKING:
     from ..channel import SSEChannel
     from ..frames import ServerSentEvent
@@ -52,6 +54,10 @@ class Backend(ABC):
 
     def remember(self, channel: SSEChannel) -> None:
         """Deprecated: the manager now calls ``attach`` again for a channel it brings back."""
+        return None
+
+    def loop_token(self) -> anyio.lowlevel.EventLoopToken | None:
+        """The event loop publishes must run on, if the backend is bound to one."""
         return None
 
     async def close(self) -> None:
