@@ -52,6 +52,18 @@ class EventLoop:
         with contextlib.suppress(trio.RunFinishedError):
             self._trio.run_sync_soon(callback)  # thread-safe, and fine from its own thread
 
+    def is_current(self) -> bool:
+        """Whether this is the event loop running in the calling thread."""
+        running = asyncio._get_running_loop()
+        if running is not None or self._trio is None:
+            return running is self._asyncio
+        import trio
+
+        try:
+            return trio.lowlevel.current_trio_token() is self._trio
+        except RuntimeError:
+            return False
+
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, EventLoop)

@@ -152,9 +152,9 @@ class SSEChannel:
         self._gaps_forgotten = (0, 0)  # (note number, position) of the newest one dropped
         self._wakeup: anyio.Event | None = None  # created by the first waiter, set by a publish
         self._wakeup_loop: EventLoop | None = None  # the loop that waiter runs on
+        self._wakeups_elsewhere: dict[EventLoop, anyio.Event] = {}  # listeners on other loops
         self._linked: dict[anyio.Event, EventLoop] = {}  # waits spanning channels (merge.py)
-        self._joined_key: tuple[int, int] | None = None  # see _frames_from
-        self._joined: tuple[bytes, int] = (b"", 0)
+        self._joined: tuple[int, int, bytes, int] = (0, 0, b"", 0)  # see _frames_from
         self._clocks: dict[float, _HeartbeatClock] = {}
         self._last_publish = -math.inf
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -272,16 +272,16 @@ class SSEChannel:
         Listeners woken by the same publish stand at the same place: the first one joins
         the frames, the rest reuse its bytes.
         """
-        key = (start, stop)
-        if self._joined_key != key:
+        joined = self._joined  # one tuple: readers on several loops' threads see it whole
+        if joined[0] != start or joined[1] != stop:
             events = self._batch_from(start, stop)
             frames = (
                 events[0]._encoded
                 if len(events) == 1
                 else b"".join([event._encoded for event in events])
             )
-            self._joined_key, self._joined = key, (frames, start + len(events))
-        return self._joined
+            joined = self._joined = (start, stop, frames, start + len(events))
+        return joined[2], joined[3]
 
     def _batch_from(self, start: int, stop: int) -> list[ServerSentEvent]:
         """The retained events from ``start`` up to ``stop`` (excluded), ~256 KiB at most."""
@@ -313,6 +313,19 @@ class SSEChannel:
             linked, self._linked = self._linked, {}
             for event, event_loop in list(linked.items()):
                 event_loop.call_soon(event.set)
+        if self._wakeups_elsewhere:
+            elsewhere, self._wakeups_elsewhere = self._wakeups_elsewhere, {}
+            for event_loop, event in list(elsewhere.items()):
+                event_loop.call_soon(event.set)
+
+    def _wakeup_here(self) -> anyio.Event:
+        """The wake-up event of a listener on another loop than the first waiter's."""
+        loop = current_loop()
+        assert loop is not None
+        wakeup = self._wakeups_elsewhere.get(loop)
+        if wakeup is None:
+            wakeup = self._wakeups_elsewhere[loop] = anyio.Event()
+        return wakeup
 
     def link(self, wakeup: anyio.Event) -> None:
         """Set ``wakeup`` (once, on the caller's event loop) at the next publish, gap or close.
@@ -712,6 +725,8 @@ class Listener:
         if wakeup is None:
             channel._wakeup_loop = current_loop()
             wakeup = channel._wakeup = anyio.Event()
+        elif not channel._wakeup_loop.is_current():  # type: ignore[union-attr]
+            wakeup = channel._wakeup_here()  # listeners on several event loops at once
         clock = self._clock
         try:
             if (  # a publisher in another thread came in before the wake-up

@@ -264,3 +264,47 @@ async def test_publishers_in_threads_never_tear_a_read() -> None:
     ids = [int(e.id.rsplit("-", 1)[1]) for e in channel.history()]  # type: ignore[union-attr]
     assert ids == list(range(total - 7, total + 1))
     await listener.aclose()
+
+
+def test_listeners_on_several_event_loops_at_once_all_hear_every_event() -> None:
+    """Two asyncio and two trio loops, each in its thread, listen to one channel (as with
+    the process-wide sse_manager); a fifth thread publishes."""
+    channel = SSEChannel("shared")
+    events = 50
+    results: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+    subscribed = threading.Barrier(5)
+
+    async def listen(me: int) -> None:
+        got: list[str] = []
+        with anyio.fail_after(WAIT * 2):
+            listener = channel.listen()
+            await anyio.to_thread.run_sync(subscribed.wait)
+            async for event in listener:
+                got.append(event.data)
+                if len(got) == events:
+                    break
+            await listener.aclose()
+        results[me] = got
+
+    def run(me: int, backend: str) -> None:
+        try:
+            anyio.run(listen, me, backend=backend)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=(i, backend), daemon=True)
+        for i, backend in enumerate(["asyncio", "asyncio", "trio", "trio"])
+    ]
+    for thread in threads:
+        thread.start()
+    subscribed.wait(WAIT)
+    for i in range(events):
+        channel.broadcast_nowait(str(i))
+        if i % 10 == 0:
+            time.sleep(0.001)  # let some listeners park between publishes
+    for thread in threads:
+        thread.join(WAIT * 3)
+    assert not errors, errors
+    assert results == {i: [str(n) for n in range(events)] for i in range(4)}
