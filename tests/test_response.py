@@ -508,10 +508,20 @@ async def test_a_hanging_async_disconnect_hook_is_bounded(monkeypatch: pytest.Mo
 
 # -- options are checked when the response is built, not when a client comes ---------------
 
+
+class Hooks:
+    def takes_reason(self, reason: str) -> None: ...
+
+    def plain(self) -> None: ...
+
+
 OPTION_MISTAKES = [
     ({"on_disconnect": "oops"}, "on_disconnect"),
     ({"on_disconnect": len}, "on_disconnect"),  # needs an argument it will never get
     ({"on_disconnect": lambda reason: None}, "on_disconnect"),
+    ({"on_disconnect": lambda *, reason: None}, "on_disconnect"),
+    ({"on_disconnect": Hooks().takes_reason}, "on_disconnect"),
+    ({"on_disconnect": [].append}, "on_disconnect"),
     ({"status_code": "200"}, "status_code"),
     ({"status_code": 99}, "status_code"),
     ({"status_code": 101}, "status_code"),  # interim: no ASGI server can send it as final
@@ -581,6 +591,9 @@ def test_content_that_is_not_a_stream_of_events_is_refused_when_built(content: A
         {"retry": 0, "max_buffer_bytes": 1},
         {"on_disconnect": print, "headers": [("X-A", ""), ("x-b", "a\tb"), ("x-c", "é")]},
         {"on_disconnect": lambda *args, **kwargs: None},
+        {"on_disconnect": lambda *, reason="left": None},
+        {"on_disconnect": Hooks().plain},
+        {"on_disconnect": [].clear},
     ],
 )
 def test_valid_options_still_build(kwargs: dict[str, Any]) -> None:
