@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -32,11 +33,12 @@ class EventLoop:
     nobody can be waiting on it any more.
     """
 
-    __slots__ = ("_asyncio", "_trio")
+    __slots__ = ("_asyncio", "_thread", "_trio")
 
     def __init__(self, asyncio_loop: asyncio.AbstractEventLoop | None, trio_token: Any) -> None:
         self._asyncio = asyncio_loop
         self._trio = trio_token
+        self._thread = threading.get_ident()
 
     def call_soon(self, callback: Callable[[], object]) -> None:
         loop = self._asyncio
@@ -53,16 +55,11 @@ class EventLoop:
             self._trio.run_sync_soon(callback)  # thread-safe, and fine from its own thread
 
     def is_current(self) -> bool:
-        """Whether this is the event loop running in the calling thread."""
-        running = asyncio._get_running_loop()
-        if running is not None or self._trio is None:
-            return running is self._asyncio
-        import trio
-
-        try:
-            return trio.lowlevel.current_trio_token() is self._trio
-        except RuntimeError:
-            return False
+        """Whether this is the event loop running in the calling thread (cheap: a loop
+        runs in one thread; a trio run in that thread is taken to be this one)."""
+        if self._asyncio is not None:
+            return asyncio._get_running_loop() is self._asyncio
+        return threading.get_ident() == self._thread and asyncio._get_running_loop() is None
 
     def __eq__(self, other: object) -> bool:
         return (
