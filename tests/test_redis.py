@@ -913,7 +913,6 @@ async def test_an_evicted_channel_dropped_by_the_app_is_no_longer_read(prefix: s
 
 @pytest.mark.anyio
 @asyncio_only
-@pytest.mark.xfail(strict=False, reason="needs core: SSEChannel asks Backend.loop_token()")
 async def test_broadcast_from_thread_works_once_no_listener_waits(prefix: str) -> None:
     async with managers(SHARED_URL, prefix, 1) as (here,):
         channel = await here.get_or_create("t")
