@@ -7,7 +7,6 @@ failing one request at a time or, worse, turning a check off.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,6 +15,7 @@ from typing import Final
 from ._concurrency import call_maybe_async
 from ._http import HTTPError, Request
 from ._types import Scope
+from ._validate import check_positive_int, check_seconds
 from .tokens import ACTIONS, InvalidToken, TokenClaims, verify_token
 
 __all__ = [
@@ -38,27 +38,6 @@ _ORIGIN: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 
 
 # -- validation helpers (shared by the groups and SSEApp) -----------------------------------
-
-
-def check_positive_int(name: str, value: object, *, optional: bool = False) -> int | None:
-    """``value`` if it is an int >= 1 (or None when ``optional``); raise naming ``name``."""
-    if value is None and optional:
-        return None
-    if type(value) is not int or value < 1:
-        allowed = "a positive int or None" if optional else "a positive int"
-        raise ValueError(f"{name} must be {allowed}, not {value!r}")
-    return value
-
-
-def check_seconds(name: str, value: object) -> float | None:
-    """``value`` if it is a finite number of seconds > 0, or None; raise naming ``name``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be > 0 seconds and finite, or None, not {value!r}")
-    return float(value)
 
 
 def _check_callable(name: str, value: object) -> None:

@@ -40,6 +40,7 @@ import anyio.to_thread
 
 from ._concurrency import CLOSE_TIMEOUT, Wakeup, aclose_quietly, call_maybe_async
 from ._types import FrameBatches, Message, Receive, Scope, Send
+from ._validate import check_seconds
 from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
 
 __all__ = ["HOOK_TIMEOUT", "SYNC_CLOSE_TIMEOUT", "EventStreamResponse"]
@@ -155,18 +156,6 @@ def _check_status(status_code: object) -> int:
     return status_code
 
 
-def _check_seconds(name: str, value: object, *, zero: bool = False) -> float | None:
-    """None, or a finite number of seconds > 0 (>= 0 with ``zero``); raise naming ``name``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
-        bound = ">= 0" if zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound} seconds, or None, not {value!r}")
-    return value
-
-
 def _check_hook(on_disconnect: object) -> None:
     if on_disconnect is None:
         return
@@ -262,12 +251,12 @@ class EventStreamResponse:
         self.content = content
         self.status_code = _check_status(status_code)
         self.raw_headers = _header_list(headers)
-        self.heartbeat_interval = _check_seconds("heartbeat_interval", heartbeat_interval)
-        self.send_timeout = _check_seconds("send_timeout", send_timeout)
+        self.heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval)
+        self.send_timeout = check_seconds("send_timeout", send_timeout)
         self.retry_frame = encode(retry=retry) if retry is not None else None
         self.on_disconnect = on_disconnect
         self.max_buffer_bytes = max_buffer_bytes
-        self.max_duration = _check_seconds("max_duration", max_duration, zero=True)
+        self.max_duration = check_seconds("max_duration", max_duration, zero=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
