@@ -398,6 +398,6 @@ class AppLimits(RuleBasedStateMachine):
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_limits_state_machine(backend: str) -> None:
     machine = type(f"AppLimits_{backend}", (AppLimits,), {"backend": backend})
-    examples = int(os.environ.get("SSE_APP_STATEFUL_EXAMPLES", "25"))
+    examples = int(os.environ.get("SSE_TOOLKIT_APP_STATEFUL_EXAMPLES", "25"))
     run = settings(max_examples=examples, stateful_step_count=30, deadline=None)(machine).TestCase
     run("runTest").runTest()

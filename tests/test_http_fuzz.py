@@ -12,7 +12,7 @@ A second oracle for resuming: any id a stream sent, returned as UTF-8 bytes in
 ``Last-Event-ID`` (or percent-encoded in ``?last_event_id=``), single or merged stream,
 replays exactly what followed it.
 
-Runs in-process (``SSE_FUZZ_EXAMPLES`` examples per event loop, 150 by default), and a
+Runs in-process (``SSE_TOOLKIT_FUZZ_EXAMPLES`` examples per event loop, 150 by default), and a
 smaller run over TCP against real uvicorn whose error log must hold no traceback.
 """
 
@@ -41,8 +41,8 @@ from .sse_parser import parse
 pytestmark = pytest.mark.anyio
 
 SECRET = "fuzz-secret"
-EXAMPLES = int(os.environ.get("SSE_FUZZ_EXAMPLES", "150"))
-SERVER_REQUESTS = int(os.environ.get("SSE_FUZZ_SERVER_REQUESTS", "50"))
+EXAMPLES = int(os.environ.get("SSE_TOOLKIT_FUZZ_EXAMPLES", "150"))
+SERVER_REQUESTS = int(os.environ.get("SSE_TOOLKIT_FUZZ_SERVER_REQUESTS", "50"))
 HANG = 5.0  # bound on any one request, far above what a healthy one takes
 
 # The statuses each kind of request may get (README: "Statuses").
