@@ -6,10 +6,12 @@ title through Chromium's DevTools HTTP endpoint (``/json/list``), so no driver i
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -57,7 +59,8 @@ def chromium(url: str) -> Iterator[int]:
     """Headless Chromium showing ``url``; yields its DevTools port."""
     assert CHROMIUM is not None, "Chromium is required in CI"
     port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile as the browser exits.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [
                 CHROMIUM,
@@ -75,15 +78,17 @@ def chromium(url: str) -> Iterator[int]:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers (zygote, crashpad) end with it
         )
         try:
             yield port
         finally:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
 
 
