@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .backends.base import Backend
 
 __all__ = [
+    "BACKEND_ORIGIN",
     "LAGGED_EVENT",
     "RESET_EVENT",
     "ChannelClosed",
@@ -57,6 +58,10 @@ LAGGED_EVENT: Final = "sse.lagged"
 ``{"channel": name, "missed": n}``: that many events were dropped for it and it resumes at
 the oldest one still retained. Also sent where the backend lost events upstream (see
 `SSEChannel.note_gap`); ``missed`` is then null when the count is unknown."""
+
+BACKEND_ORIGIN: Final = "0-0"
+"""With a backend, whose event ids are its stream positions (Redis stream ids): the replay
+point before a channel's first event."""
 
 DEFAULT_CAPACITY: Final = 1024
 MAX_ECHOED_ID: Final = 256
@@ -370,6 +375,8 @@ class SSEChannel:
         elif last_event_id:  # "" is no id at all (the spec's reset of the last event id)
             found = self._ids.get(last_event_id)
             if found is None:
+                found = self._cursor_seq(last_event_id)
+            if found is None:
                 self._resets += 1
                 listener._pending_reset = last_event_id[:MAX_ECHOED_ID]
             else:
@@ -384,9 +391,44 @@ class SSEChannel:
                         break
                     seen = note
                 listener._gaps_seen = seen
+            oldest = self._writing - self.capacity + 1
+            if start < oldest:
+                # A cursor older than the ring: what it missed is told now, as a replay
+                # (not a live lag: under "close", ending would only bring it back).
+                listener._next = oldest
+                missed, _ = listener._take_gaps(oldest, oldest - start)
+                listener._pending_lag = listener._lag(missed, live=False)
         if heartbeat_interval is not None:
             listener.use_heartbeat(heartbeat_interval)
         return listener
+
+    def _cursor_seq(self, text: str) -> int | None:
+        """The sequence number a cursor of this channel names (see `position_at`), if any."""
+        if self._backend is not None and text == BACKEND_ORIGIN:
+            return 0
+        prefix, _, seq = text.rpartition("-")
+        if prefix != self._prefix or not (seq.isascii() and seq.isdigit()):
+            return None
+        number = int(seq)
+        return number if number <= self._seq else None
+
+    def position_at(self, seq: int) -> str:
+        """A replay point for `listen` after the event of sequence number ``seq``, whatever
+        id it carries (``0``: before the first event).
+
+        In memory: the cursor ``"<prefix>-<seq>"`` of this channel object (another object,
+        or another process, does not know it and resets). With a backend, event ids are
+        the backend's positions, shared by every process: the event's id if it is still
+        retained, `BACKEND_ORIGIN` before the first event.
+        """
+        if self._backend is not None:
+            if seq == 0:
+                return BACKEND_ORIGIN
+            if seq > self._writing - self.capacity:
+                event = self._ring[seq % self.capacity]
+                if event is not None and event.id:
+                    return event.id
+        return f"{self._prefix}-{seq}"
 
     @property
     def subscriber_count(self) -> int:
@@ -501,6 +543,7 @@ class Listener:
         "_done",
         "_gaps_seen",
         "_next",
+        "_pending_lag",
         "_pending_reset",
         "_registered",
         "dropped",
@@ -513,6 +556,7 @@ class Listener:
         self._clock: _HeartbeatClock | None = None
         self._beat_seen = 0
         self._pending_reset: str | None = None
+        self._pending_lag: ServerSentEvent | None = None  # a replay older than the ring
         self._gaps_seen = self._born = channel._gap_notes  # older gaps are not its news
         self._done = False
         self.dropped = 0  # events this listener skipped because it lagged
@@ -530,6 +574,15 @@ class Listener:
     @property
     def channel(self) -> SSEChannel:
         return self._channel
+
+    def position(self, back: int = 0) -> str:
+        """Where this listener stands, as a ``last_event_id`` its channel replays after:
+        after the newest event it was handed (``back``: that many events before it).
+
+        What merged streams put in their composite ids: unlike the events' own ids (which
+        may be empty, or left behind by the ring), it never loses the listener's place.
+        """
+        return self._channel.position_at(self._next - 1 - back)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -628,6 +681,9 @@ class Listener:
                 },
                 event=RESET_EVENT,
             )
+        if self._pending_lag is not None:
+            notice, self._pending_lag = self._pending_lag, None
+            return notice
         oldest = channel._writing - channel.capacity + 1
         if self._next < oldest:
             missed: int | None = oldest - self._next
@@ -705,6 +761,7 @@ class Listener:
         return (
             self._next <= channel._seq
             or self._pending_reset is not None
+            or self._pending_lag is not None
             or channel._gap_notes != self._gaps_seen
             or channel._closed
             or self._done

@@ -4,13 +4,14 @@ Browsers open at most six HTTP/1.1 connections per origin, so a page that follow
 channels wants them on one stream. An event on such a stream carries a composite id
 naming the position reached in *every* channel (``a=<id>&b=<id>``, ids percent-encoded),
 so whichever event was last before a reconnect, its ``Last-Event-ID`` lets each channel
-replay exactly what was missed. A channel that was empty when the stream began is listed
-with an empty position, meaning "everything it retains is new to this client".
-
-An event published with an empty id (``id=""``: per the spec, it resets the browser's
-last event id) resets its channel's position the same way: the channel leaves the
-composite id, and a reconnection follows it live from then on, as a single-channel stream
-would. (Its position never becomes "", which would replay everything retained again.)
+replay exactly what was missed. A position is the channel's own cursor
+(`Listener.position`), not the id its event carries: an empty channel (``<prefix>-0``), an
+event with an empty or caller-set id, an event since pushed out of the ring all keep their
+place, and a reconnection after more than the ring holds gets `sse.lagged` with the exact
+count, never a silent loss. With a backend (Redis), positions are the events' stream ids,
+which every process knows (``0-0`` before the first event). A position that is not the
+channel's (another channel object, a restart) gets `sse.reset`; an empty one (ids from
+earlier versions) replays everything retained.
 
 The stream ends as a whole when any of its channels ends it (a channel closed, or a
 listener lagging under ``lag_policy="close"``), after the events already taken: the client
@@ -78,18 +79,10 @@ class MergedListener:
             elif last_event_id is not None and positions is None:
                 # Not a composite id (a single channel's, or garbage): each channel says
                 # whether it can replay after it, or sends its reset notice.
-                position = last_event_id
                 listener = channel.listen(last_event_id=last_event_id)
             else:
-                newest = channel.last_id
                 listener = channel.listen()
-                if newest == "":
-                    # Its newest event reset the id: follow it live on a reconnection, as
-                    # its own stream would (a position "" would replay all it retains).
-                    self._listeners.append((name, listener))
-                    continue
-                position = newest or ""
-            self._positions[name] = position
+            self._positions[name] = listener.position()
             self._listeners.append((name, listener))
         self._heartbeat_interval = heartbeat_interval
         self._last_activity = time.monotonic()
@@ -123,8 +116,8 @@ class MergedListener:
                     # so that the client reconnects for every channel.
                     self._ended = True
                     continue
-                for event in events:
-                    parts.append(self._with_composite_id(name, event))
+                if events:
+                    parts += self._with_composite_ids(name, listener, events)
             if parts:
                 self._last_activity = time.monotonic()
                 return b"".join(parts)
@@ -134,17 +127,24 @@ class MergedListener:
                 self._last_activity = time.monotonic()
                 return _HEARTBEAT_FRAME
 
-    def _with_composite_id(self, name: str, event: ServerSentEvent) -> bytes:
-        frame = event._encoded
-        if event.id is None:  # a notice: it must not move the client's Last-Event-ID
-            return frame
-        if event.id:
-            self._positions[name] = event.id
-        else:
-            self._positions.pop(name, None)  # an empty id: follow this channel live
-        # Stored frames start with their id line: swap it for the composite one.
-        body = frame[len(id_line(event.id)) :]
-        return id_line(encode_positions(self._positions)) + body
+    def _with_composite_ids(
+        self, name: str, listener: Listener, events: list[ServerSentEvent]
+    ) -> list[bytes]:
+        """The frames of ``events`` just taken from ``listener``, each with the composite id
+        of the positions reached once it is read."""
+        # Notices (no id) come first and do not move the client's Last-Event-ID; the
+        # events follow, consecutive in the channel, the last one where it stands now.
+        stored = sum(1 for event in events if event.id is not None)
+        frames: list[bytes] = []
+        for event in events:
+            frame = event._encoded
+            if event.id is not None:
+                stored -= 1
+                self._positions[name] = listener.position(stored)
+                # Stored frames start with their id line: swap it for the composite one.
+                frame = id_line(encode_positions(self._positions)) + frame[len(id_line(event.id)) :]
+            frames.append(frame)
+        return frames
 
     async def _wait_any(self) -> bool:
         """Wait for any channel to publish or close; True if a heartbeat is due instead."""

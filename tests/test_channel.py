@@ -312,10 +312,23 @@ async def test_replay_with_caller_chosen_ids() -> None:
     await listener.aclose()
 
 
+async def test_an_evicted_auto_id_is_a_cursor_the_lag_notice_counts_from() -> None:
+    ch = SSEChannel("c", capacity=4, lag_policy="close")
+    first = await ch.broadcast("0")  # auto id: the channel's own cursor "<prefix>-1"
+    for i in range(1, 10):
+        await ch.broadcast(str(i))
+    listener = ch.listen(last_event_id=first.id)
+    # 1..5 left the ring: told exactly (even under "close": a replay, not a live lag).
+    assert _kinds(listener.take_ready()) == [(LAGGED_EVENT, {"channel": "c", "missed": 5})] + [
+        (None, str(i)) for i in range(6, 10)
+    ]
+    assert ch.stats().dropped == 5 and ch.stats().resets == 0
+
+
 @pytest.mark.parametrize("reason", ["unknown", "evicted"])
 async def test_unreplayable_id_gets_a_reset_then_live(reason: str) -> None:
     ch = SSEChannel("c", capacity=4)
-    first = await ch.broadcast("0")
+    first = await ch.broadcast(ServerSentEvent("0", id="first"))  # a caller-set id
     last_id = "no-such-id" if reason == "unknown" else first.id
     for i in range(1, 10):
         await ch.broadcast(str(i))
@@ -850,3 +863,101 @@ async def test_gaps_in_a_row_are_one_notice_and_forgotten_ones_count_as_unknown(
         (LAGGED_EVENT, {"channel": "c", "missed": None}),
         (None, "y"),
     ]
+
+
+# -- merged streams: a channel's position is its own cursor (review: silent loss) ----------
+
+
+async def _drain(merged: MergedListener) -> list[Any]:
+    """Everything a merged stream has ready now (events and notices, parsed)."""
+    events: list[Any] = []
+    with anyio.move_on_after(0.05):
+        while True:
+            try:
+                events += parse(await merged.next_frames()).events
+            except StopAsyncIteration:
+                break
+    return events
+
+
+def _seen(events: list[Any]) -> list[tuple[str | None, Any]]:
+    return [
+        (None, e.data) if e.event == "message" else (e.event, json.loads(e.data)) for e in events
+    ]
+
+
+async def _reconnect_after_20_into_a(a: SSEChannel, b: SSEChannel, last_id: str) -> list[Any]:
+    for i in range(20):  # the client is away; the ring of 8 keeps a12..a19
+        await a.broadcast(f"a{i}")
+    again = MergedListener([a, b], last_event_id=last_id)
+    try:
+        return _seen(await _drain(again))
+    finally:
+        await again.aclose()
+
+
+async def test_merged_reconnect_after_a_channel_empty_at_start_overflowed_is_told() -> None:
+    a, b = SSEChannel("a", capacity=8), SSEChannel("b", capacity=8)
+    await b.broadcast("b0")
+    merged = MergedListener([a, b])  # a is empty when the stream begins
+    await b.broadcast("b1")
+    events = await _drain(merged)
+    await merged.aclose()
+    got = await _reconnect_after_20_into_a(a, b, events[-1].last_event_id)
+    assert got == [(LAGGED_EVENT, {"channel": "a", "missed": 12})] + [
+        (None, f"a{i}") for i in range(12, 20)
+    ]
+
+
+async def test_merged_reconnect_after_an_empty_id_event_misses_nothing_silently() -> None:
+    a, b = SSEChannel("a", capacity=8), SSEChannel("b", capacity=8)
+    merged = MergedListener([a, b])
+    await a.broadcast(ServerSentEvent("a-reset", id=""))
+    await b.broadcast("b1")
+    events = await _drain(merged)
+    assert [e.data for e in events] == ["a-reset", "b1"]
+    await merged.aclose()
+    got = await _reconnect_after_20_into_a(a, b, events[-1].last_event_id)
+    assert got == [(LAGGED_EVENT, {"channel": "a", "missed": 12})] + [
+        (None, f"a{i}") for i in range(12, 20)
+    ]
+
+
+async def test_merged_reconnect_after_a_close_policy_end_replays_or_tells() -> None:
+    a = SSEChannel("a", capacity=4, lag_policy="close")
+    b = SSEChannel("b", capacity=4)
+    merged = MergedListener([a, b])
+    await a.broadcast(ServerSentEvent("a0", id="custom"))
+    await b.broadcast("b0")
+    first = await _drain(merged)
+    assert [e.data for e in first] == ["a0", "b0"]
+    for i in range(1, 11):  # a laps the stream: it ends (close policy)
+        await a.broadcast(f"a{i}")
+    assert await _drain(merged) == []
+    # a1..a10 published, a7..a10 retained: 6 missed, told once, then the rest replayed
+    # (a notice, not the end again: ending would only make the client reconnect forever).
+    again = MergedListener([a, b], last_event_id=first[-1].last_event_id)
+    got = _seen(await _drain(again))
+    assert got == [(LAGGED_EVENT, {"channel": "a", "missed": 6})] + [
+        (None, f"a{i}") for i in range(7, 11)
+    ]
+    # From an id in the middle of that replay: the rest, exactly.
+    await again.aclose()
+
+
+async def test_a_channel_replays_from_its_own_cursor_whatever_ids_events_carry() -> None:
+    ch = SSEChannel("c", capacity=4)
+    origin = ch.listen().position()  # before the first event
+    for i in range(3):
+        await ch.broadcast(ServerSentEvent(f"e{i}", id=f"u{i}" if i else ""))
+    assert [e.data for e in ch.listen(last_event_id=origin).take_ready()] == ["e0", "e1", "e2"]
+    for i in range(3, 9):
+        await ch.broadcast(f"e{i}")
+    # e0..e4 left the ring: the exact count, then the rest.
+    assert _kinds(ch.listen(last_event_id=origin).take_ready()) == [
+        (LAGGED_EVENT, {"channel": "c", "missed": 5})
+    ] + [(None, f"e{i}") for i in range(5, 9)]
+    # Another channel object's cursor (a restart, say) is unknown: reset, then live.
+    other = SSEChannel("c").listen().position()
+    assert _kinds(ch.listen(last_event_id=other).take_ready())[0][0] == RESET_EVENT
+    assert ch.stats().resets == 1
