@@ -961,3 +961,25 @@ async def test_a_channel_replays_from_its_own_cursor_whatever_ids_events_carry()
     other = SSEChannel("c").listen().position()
     assert _kinds(ch.listen(last_event_id=other).take_ready())[0][0] == RESET_EVENT
     assert ch.stats().resets == 1
+
+
+async def test_with_a_backend_an_empty_channel_is_0_0_in_the_composite_id() -> None:
+    # A backend's ids are its positions (Redis stream ids), known to every process: an
+    # empty channel stands at BACKEND_ORIGIN, which backend channels replay from.
+    from sse_toolkit.backends.memory import MemoryBackend
+    from sse_toolkit.channel import BACKEND_ORIGIN
+
+    a = SSEChannel("a", capacity=8, backend=MemoryBackend())
+    b = SSEChannel("b", capacity=8, backend=MemoryBackend())
+    merged = MergedListener([a, b])
+    await b.broadcast("b1")
+    events = await _drain(merged)
+    await merged.aclose()
+    assert decode_positions(events[-1].last_event_id) == {"a": BACKEND_ORIGIN, "b": b.last_id}
+    got = await _reconnect_after_20_into_a(a, b, events[-1].last_event_id)
+    assert got == [(LAGGED_EVENT, {"channel": "a", "missed": 12})] + [
+        (None, f"a{i}") for i in range(12, 20)
+    ]
+    assert _kinds(SSEChannel("c").listen(last_event_id=BACKEND_ORIGIN).take_ready()) == [
+        (RESET_EVENT, {"channel": "c", "reason": "unknown-last-event-id", "last_event_id": "0-0"})
+    ]  # in memory, "0-0" is just an unknown id
