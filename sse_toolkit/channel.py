@@ -64,6 +64,7 @@ BACKEND_ORIGIN: Final = "0-0"
 point before a channel's first event."""
 
 DEFAULT_CAPACITY: Final = 1024
+DEFAULT_MAX_BYTES: Final = 4 * 1024 * 1024
 MAX_ECHOED_ID: Final = 256
 """At most this many characters of an unknown ``last_event_id`` are echoed in `RESET_EVENT`."""
 _MAX_BATCH_BYTES: Final = 256 * 1024  # one body message at most, so one wake-up stays short
@@ -88,6 +89,8 @@ class ChannelStats:
     retained: int
     gaps: int = 0
     """Times the backend reported events lost upstream (`SSEChannel.note_gap`)."""
+    retained_bytes: int = 0
+    """Encoded size of the retained events (bounded by ``max_bytes``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,7 +115,9 @@ def _new_id_prefix() -> str:
 class SSEChannel:
     """A named channel: ``await ch.broadcast(msg)`` to publish, ``ch.listen()`` to subscribe.
 
-    ``capacity`` bounds the replay history and how far a listener may fall behind;
+    ``capacity`` bounds the replay history and how far a listener may fall behind, in
+    events; ``max_bytes`` (default 4 MiB) in encoded bytes: past either, the oldest
+    events leave the ring (the newest one always stays, however large);
     ``lag_policy`` says what happens to a listener that falls further: ``"skip"`` (default)
     jumps it to the oldest retained event and sends it a `LAGGED_EVENT`, ``"close"`` ends
     its stream so the client reconnects with ``Last-Event-ID``.
@@ -128,24 +133,29 @@ class SSEChannel:
         capacity: int = DEFAULT_CAPACITY,
         lag_policy: LagPolicy = "skip",
         backend: Backend | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"channel name must be a non-empty str, not {name!r}")
         if type(capacity) is not int or capacity < 1:
             raise ValueError(f"capacity must be a positive int, not {capacity!r}")
+        if type(max_bytes) is not int or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, not {max_bytes!r}")
         if lag_policy not in ("skip", "close"):
             raise ValueError(f"lag_policy must be 'skip' or 'close', not {lag_policy!r}")
         self.name = name
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.lag_policy: LagPolicy = lag_policy
         self._backend = backend
         self._ring: list[ServerSentEvent | None] = [None] * capacity
         self._seq = 0  # sequence number of the newest event stored; the first is 1
-        # The newest sequence number being stored: its slot may already hold the new event
-        # while _seq is still the old one. A reader whose start is not above
-        # _writing - capacity may have read an overwritten slot (a publisher in another
-        # thread) and reads again; in one thread it always equals _seq.
-        self._writing = 0
+        # The oldest sequence number retained, raised (by the capacity or by max_bytes)
+        # BEFORE its slot is overwritten or cleared: a reader whose start is below it once
+        # it has read may have read a lost slot (a publisher in another thread), and reads
+        # again through the lag notice.
+        self._oldest = 1
+        self._bytes = 0  # encoded size of the retained events
         self._lock = threading.Lock()  # publishers from several threads take turns
         self._ids: dict[str, int] = {}  # id -> sequence number, for retained events
         self._prefix = _new_id_prefix()  # auto ids are "<prefix>-<seq>"
@@ -231,13 +241,23 @@ class SSEChannel:
             seq = self._seq + 1
             if event.id is None:
                 event = event._with_id(f"{self._prefix}-{seq}")
-            capacity = self.capacity
-            slot = seq % capacity
-            self._writing = seq
-            evicted = self._ring[slot]
-            if evicted is not None and self._ids.get(evicted.id) == seq - capacity:  # type: ignore[arg-type]
-                del self._ids[evicted.id]  # type: ignore[arg-type]
-            self._ring[slot] = event
+            ring, capacity = self._ring, self.capacity
+            size = self._bytes + len(event._encoded)
+            oldest = first = self._oldest
+            if seq - oldest >= capacity:
+                oldest = seq - capacity + 1
+                size -= len(ring[first % capacity]._encoded)  # type: ignore[union-attr]
+            while size > self.max_bytes and oldest < seq:  # each event leaves once: O(1)
+                size -= len(ring[oldest % capacity]._encoded)  # type: ignore[union-attr]
+                oldest += 1
+            self._oldest, self._bytes = oldest, size  # before any slot changes
+            for evicted_seq in range(first, oldest):
+                slot = evicted_seq % capacity
+                evicted = ring[slot]
+                if evicted is not None and evicted.id and self._ids.get(evicted.id) == evicted_seq:
+                    del self._ids[evicted.id]
+                ring[slot] = None  # its memory goes now
+            ring[seq % capacity] = event
             if event.id:
                 self._ids[event.id] = seq
             self._seq = seq
@@ -280,6 +300,8 @@ class SSEChannel:
         joined = self._joined  # one tuple: readers on several loops' threads see it whole
         if joined[0] != start or joined[1] != stop:
             events = self._batch_from(start, stop)
+            if not events:
+                return b"", start  # evicted meanwhile (another thread): not cached
             frames = (
                 events[0]._encoded
                 if len(events) == 1
@@ -295,7 +317,9 @@ class SSEChannel:
         size = 0
         seq = start
         while seq < stop and size < _MAX_BATCH_BYTES:
-            event: ServerSentEvent = ring[seq % capacity]  # type: ignore[assignment]
+            event = ring[seq % capacity]
+            if event is None:
+                break  # evicted meanwhile by another thread: the caller sees it and reads again
             events.append(event)
             size += len(event._encoded)
             seq += 1
@@ -371,7 +395,7 @@ class SSEChannel:
         listener = Listener(self)
         start = None
         if from_oldest:
-            start = max(1, self._seq - self.capacity + 1)
+            start = self._oldest
         elif last_event_id:  # "" is no id at all (the spec's reset of the last event id)
             found = self._ids.get(last_event_id)
             if found is None:
@@ -391,7 +415,7 @@ class SSEChannel:
                         break
                     seen = note
                 listener._gaps_seen = seen
-            oldest = self._writing - self.capacity + 1
+            oldest = self._oldest
             if start < oldest:
                 # A cursor older than the ring: what it missed is told now, as a replay
                 # (not a live lag: under "close", ending would only bring it back).
@@ -424,7 +448,7 @@ class SSEChannel:
         if self._backend is not None:
             if seq == 0:
                 return BACKEND_ORIGIN
-            if seq > self._writing - self.capacity:
+            if seq >= self._oldest:
                 event = self._ring[seq % self.capacity]
                 if event is not None and event.id:
                     return event.id
@@ -468,7 +492,7 @@ class SSEChannel:
         if start is None:
             return None
         end = self._seq
-        first = max(start + (after_id is not None), end - self.capacity + 1, 1)
+        first = max(start + (after_id is not None), self._oldest)
         ring, capacity = self._ring, self.capacity
         return [ring[seq % capacity] for seq in range(first, end + 1)]  # type: ignore[misc]
 
@@ -480,8 +504,9 @@ class SSEChannel:
             dropped=self._dropped,
             lagged=self._lagged,
             resets=self._resets,
-            retained=min(self._seq, self.capacity),
+            retained=self._seq - self._oldest + 1,
             gaps=self._gap_notes,
+            retained_bytes=self._bytes,
         )
 
     async def cleanup(self) -> int:
@@ -599,7 +624,7 @@ class Listener:
             stop = channel._seq + 1 if channel._gap_notes == self._gaps_seen else self._stop()
             if start < stop:
                 event = channel._ring[start % channel.capacity]
-                if start > channel._writing - channel.capacity:  # not overwritten meanwhile
+                if start >= channel._oldest:  # not evicted meanwhile (another thread)
                     self._next = start + 1
                     return event  # type: ignore[return-value]
                 continue  # a publisher in another thread lapped it: the lag notice is next
@@ -627,7 +652,7 @@ class Listener:
         while True:
             start = self._next
             events = channel._batch_from(start, self._stop())
-            if start > channel._writing - channel.capacity:
+            if start >= channel._oldest:
                 self._next = start + len(events)
                 break
             notices += self._notices()  # lapped meanwhile by another thread: lag notice
@@ -644,7 +669,7 @@ class Listener:
             if start >= stop:
                 return notices, b""
             frames, after = channel._frames_from(start, stop)
-            if start > channel._writing - channel.capacity:
+            if start >= channel._oldest:
                 self._next = after
                 return notices, frames
             notices += self._notices()
@@ -684,7 +709,7 @@ class Listener:
         if self._pending_lag is not None:
             notice, self._pending_lag = self._pending_lag, None
             return notice
-        oldest = channel._writing - channel.capacity + 1
+        oldest = channel._oldest
         if self._next < oldest:
             missed: int | None = oldest - self._next
             self._next = oldest

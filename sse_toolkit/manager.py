@@ -66,7 +66,7 @@ class ChannelManager:
     subscribers alone can make exist: ``get_or_create(name, for_subscriber=True)`` creates
     a new channel only while fewer channels created for subscribers and never published to
     exist, so subscribing can never fill the manager and make publishing fail.
-    Other keyword options (``capacity``, ``lag_policy``) go to every channel.
+    Other keyword options (``capacity``, ``lag_policy``, ``max_bytes``) go to every channel.
     """
 
     def __init__(
@@ -94,7 +94,7 @@ class ChannelManager:
             raise ValueError(f"retention must be >= 0 seconds, not {retention!r}")
         if not retention >= 0 or math.isnan(retention):
             raise ValueError(f"retention must be >= 0 seconds, not {retention!r}")
-        unknown = set(channel_options) - {"capacity", "lag_policy"}
+        unknown = set(channel_options) - {"capacity", "lag_policy", "max_bytes"}
         if unknown:
             raise TypeError(f"unknown ChannelManager option(s): {', '.join(sorted(unknown))}")
         SSEChannel("probe", **channel_options)  # validate the options once, up front

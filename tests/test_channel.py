@@ -983,3 +983,67 @@ async def test_with_a_backend_an_empty_channel_is_0_0_in_the_composite_id() -> N
     assert _kinds(SSEChannel("c").listen(last_event_id=BACKEND_ORIGIN).take_ready()) == [
         (RESET_EVENT, {"channel": "c", "reason": "unknown-last-event-id", "last_event_id": "0-0"})
     ]  # in memory, "0-0" is just an unknown id
+
+
+# -- the ring is bounded in bytes too (review: memory bounded by count only) --------------
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "4096", None])
+def test_max_bytes_is_validated(value: Any) -> None:
+    with pytest.raises(ValueError, match="max_bytes"):
+        SSEChannel("c", max_bytes=value)
+
+
+async def test_the_ring_keeps_at_most_max_bytes_and_a_listener_behind_is_told_exactly() -> None:
+    ch = SSEChannel("c", capacity=100, max_bytes=1000)
+    listener = ch.listen()
+    first = await ch.broadcast(ServerSentEvent("x" * 200, id="e00"))  # a caller-set id
+    size = len(first.encode())
+    for i in range(1, 20):
+        await ch.broadcast(ServerSentEvent("x" * 197 + f"{i:03}", id=f"e{i:02}"))
+    kept = 1000 // size
+    stats = ch.stats()
+    assert stats.retained == kept and stats.retained_bytes == kept * size <= 1000
+    assert [e.id for e in ch.history() or []] == [f"e{i:02}" for i in range(20 - kept, 20)]
+    notice, *events = listener.take_ready()
+    assert notice.data == {"channel": "c", "missed": 20 - kept}
+    assert [e.id for e in events] == [f"e{i:02}" for i in range(20 - kept, 20)]
+    assert ch.stats().dropped == 20 - kept
+    # An id evicted for bytes is gone, as one evicted for capacity: reset.
+    assert _kinds(ch.listen(last_event_id="e00").take_ready())[0][0] == RESET_EVENT
+    # An event larger than the bound is kept alone (listeners must be able to read it).
+    await ch.broadcast("y" * 5000)
+    assert ch.stats().retained == 1 and [e.data for e in ch.history() or []] == ["y" * 5000]
+
+
+async def test_the_default_byte_bound_holds_large_events_to_4_mib() -> None:
+    ch = SSEChannel("c")  # the review: 1,024 events of 60 KB were 60 MB per channel
+    payload = "x" * (60 * 1024)
+    for i in range(1024):
+        ch.broadcast_nowait({"data": payload + str(i)})
+    assert ch.max_bytes == 4 * 1024 * 1024
+    assert 0 < ch.stats().retained_bytes <= ch.max_bytes
+    assert ch.stats().retained < 70
+
+
+async def test_a_thread_publishing_past_the_byte_bound_never_breaks_a_reader() -> None:
+    ch = SSEChannel("c", capacity=64, max_bytes=2000)
+    listener = ch.listen()
+    total = 3000
+
+    def publish() -> None:
+        for i in range(total):
+            ch.broadcast_from_thread(ServerSentEvent(f"{i}:" + "z" * (i % 300)))
+
+    expected = 0  # the next number this listener must get (a lag notice moves it on)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, publish)
+            while expected < total:
+                for event in listener.take_ready() or [await listener.__anext__()]:
+                    if event.event == LAGGED_EVENT:
+                        expected += event.data["missed"]
+                    else:
+                        assert int(event.data.split(":")[0]) == expected, "exact, in order"
+                        expected += 1
+    assert expected == total and ch.stats().retained_bytes <= 2000

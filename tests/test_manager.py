@@ -45,6 +45,9 @@ async def test_channel_options_reach_every_channel_and_are_validated() -> None:
         ChannelManager(colour="red")
     with pytest.raises(ValueError, match="capacity"):
         ChannelManager(capacity=-1)
+    assert (await ChannelManager(max_bytes=5000).get_or_create("c")).max_bytes == 5000
+    with pytest.raises(ValueError, match="max_bytes"):
+        ChannelManager(max_bytes=0)
     with pytest.raises(ValueError, match="max_channels"):
         ChannelManager(max_channels=0)
 
