@@ -142,7 +142,10 @@ async def test_multi_channel_stream_replays_a_channel_that_was_empty() -> None:
         await call(app, publish_client("a", {"data": "a1"}))
         await sub.wait_for(lambda: len(parse(sub.body).events) == 1)
     last = parse(client.body).events[-1].last_event_id
-    assert decode_positions(last) == {"a": decode_positions(last)["a"], "b": ""}  # type: ignore[index]
+    b = await manager.get("b")
+    assert b is not None
+    # b stands before its first event: its own position 0, not "" (which meant "replay all").
+    assert decode_positions(last) == {"a": decode_positions(last)["a"], "b": b.position_at(0)}  # type: ignore[index]
     await call(app, publish_client("b", {"data": "first ever on b"}))
     again = Client(path="/", query="channel=a&channel=b", headers=[("last-event-id", last)])
     async with Stream(app, again) as sub:
