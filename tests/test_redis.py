@@ -37,12 +37,13 @@ from httpx_sse import connect_sse
 
 from sse_toolkit import (
     HEARTBEAT,
+    LAGGED_EVENT,
     BackendUnavailable,
     ChannelManager,
     ServerSentEvent,
     SSEChannel,
 )
-from sse_toolkit.channel import _Listener
+from sse_toolkit.channel import BACKEND_ORIGIN, _Listener
 
 from .conftest import redis_url
 from .servers import free_port
@@ -1056,3 +1057,33 @@ async def test_an_idle_stream_expires_and_starts_over_without_a_false_alarm(pref
 def test_stream_ttl_must_be_a_positive_number_of_seconds(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"^stream_ttl must be > 0 seconds or None"):
         RedisBackend(SHARED_URL, stream_ttl=bad)
+
+
+@pytest.mark.anyio
+@asyncio_only
+async def test_a_replay_from_before_the_first_event_counts_what_another_process_never_loaded(
+    prefix: str,
+) -> None:
+    # A merged stream began while the channel was empty (position 0-0); the client comes
+    # back through another process, which attached later and loaded only its ring's worth
+    # of what Redis retains: everything before that is told as missed, exactly.
+    async with managers(SHARED_URL, prefix, capacity=4) as (one, two):
+        room_one = await one.get_or_create("room")
+        total = 30
+        for n in range(total):
+            await room_one.broadcast(ServerSentEvent(f"e{n}"))
+        room_two = await two.get_or_create("room")
+        listener = room_two.listen(last_event_id=BACKEND_ORIGIN)
+        missed = 0
+        data: list[str] = []
+        with anyio.fail_after(WAIT):
+            while len(data) + missed < total:
+                event = await listener.__anext__()
+                if event.event == LAGGED_EVENT:
+                    assert isinstance(event.data, dict)
+                    missed += event.data["missed"]
+                else:
+                    data.append(event.data)  # type: ignore[arg-type]
+        listener.close()
+        assert data == [f"e{n}" for n in range(total - len(data), total)]
+        assert missed == total - len(data) > 0

@@ -240,6 +240,12 @@ class RedisBackend(Backend):
                 entries: Any = await client.xrevrange(self._key(name), count=channel.capacity)
             except Exception as exc:
                 raise _unavailable(exc) from exc
+            if entries:
+                # The entries before the oldest loaded one (trimmed, or past this ring's
+                # capacity) are not here: a replay from before the first event is told.
+                first = _number(entries[-1][1])
+                if first is not None and first > 1:
+                    channel.note_gap(first - 1)
             for entry_id, fields in reversed(entries or []):
                 _deliver_event(channel, _event(_text(entry_id), fields))
             if entries:
