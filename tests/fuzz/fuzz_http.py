@@ -13,15 +13,14 @@ exception escaping the app, a hang past 5 s, or an answer the oracle refuses.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import anyio
 import atheris
 
 with atheris.instrument_imports():
-    from sse_toolkit import ChannelManager, SSEApp, create_token
+    from sse_toolkit import create_token
 
-from tests.test_http_fuzz import SECRET, Shape, asgi_client, check_answer, streaming
+from tests.test_http_fuzz import SECRET, Shape, answer_one
 
 TOKEN = create_token(SECRET, channels="*", actions=["subscribe", "publish", "stats"], ttl=10**8)
 METHODS = ["GET", "HEAD", "POST", "OPTIONS", "PUT"]
@@ -56,36 +55,8 @@ def shape_from(data: bytes) -> Shape:
     )
 
 
-async def one_request(shape: Shape) -> None:
-    manager = ChannelManager(max_channels=64)
-    app = SSEApp(manager, heartbeat_interval=None, **shape.app_options)
-    client, receive = asgi_client(shape)
-    settled = anyio.Event()
-
-    async def send(message: Any) -> None:
-        await client.send(message)
-        if streaming(client):
-            settled.set()
-
-    async def run() -> None:
-        try:
-            await app(client.scope, receive, send)
-        finally:
-            settled.set()
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await settled.wait()
-            client.disconnect.set()
-    if client.messages:
-        check_answer(shape, client.status, client.headers, client.body)
-    assert app.open_streams == 0
-    await manager.close()
-
-
 def test_one_input(data: bytes) -> None:
-    anyio.run(one_request, shape_from(data))
+    anyio.run(answer_one, shape_from(data))
 
 
 if __name__ == "__main__":
