@@ -94,7 +94,7 @@ if ARGV[3] ~= '' then
 end
 return {id, since}
 """
-_CATCH_UP: Final = 16  # entries a publish delivers itself; past that, the reader does
+_CATCH_UP: Final = 64  # = the pool: publishes in flight here; past that, the reader delivers
 
 StreamId = tuple[int, int]
 
