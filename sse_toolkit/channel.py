@@ -266,8 +266,6 @@ class SSEChannel:
         self._wake_all()
         return event
 
-    _store = deliver  # the former name, kept while backends migrate
-
     def note_gap(self, missed: int | None) -> None:
         """Events were lost between the newest delivered event and the next one.
 
@@ -658,8 +656,6 @@ class Listener:
             notices += self._notices()  # lapped meanwhile by another thread: lag notice
         return notices + events if notices else events
 
-    _take_ready = take_ready  # the former name
-
     def _take_frames(self) -> tuple[list[ServerSentEvent], bytes]:
         notices = self._notices()
         channel = self._channel
@@ -848,8 +844,6 @@ class Listener:
             self._registered = False
             self._channel._unregister(self)
 
-    _release = suspend  # the former name
-
     def _finish(self) -> None:
         if not self._done:
             self._done = True
@@ -873,6 +867,3 @@ class Listener:
     def __del__(self) -> None:
         if not getattr(self, "_done", True):
             self._finish()
-
-
-_Listener = Listener  # the former name

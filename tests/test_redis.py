@@ -43,7 +43,7 @@ from sse_toolkit import (
     ServerSentEvent,
     SSEChannel,
 )
-from sse_toolkit.channel import BACKEND_ORIGIN, _Listener
+from sse_toolkit.channel import BACKEND_ORIGIN, Listener
 
 from .conftest import redis_url
 from .servers import free_port
@@ -241,7 +241,7 @@ async def managers(
 class Collector:
     """Consumes one listener in a task: its events, and its heartbeats counted apart."""
 
-    def __init__(self, listener: _Listener) -> None:
+    def __init__(self, listener: Listener) -> None:
         self.listener = listener
         self.events: list[ServerSentEvent] = []
         self.heartbeats = 0
@@ -260,7 +260,7 @@ class Collector:
 
 
 @asynccontextmanager
-async def collecting(*listeners: _Listener) -> AsyncIterator[list[Collector]]:
+async def collecting(*listeners: Listener) -> AsyncIterator[list[Collector]]:
     collectors = [Collector(listener) for listener in listeners]
     async with anyio.create_task_group() as tg:
         for collector in collectors:
