@@ -395,9 +395,10 @@ class SSEChannel:
         if from_oldest:
             start = self._oldest
         elif last_event_id:  # "" is no id at all (the spec's reset of the last event id)
-            found = self._ids.get(last_event_id)
+            # The channel's own positions first: a caller-set id may spell one.
+            found = self._cursor_seq(last_event_id)
             if found is None:
-                found = self._cursor_seq(last_event_id)
+                found = self._ids.get(last_event_id)
             if found is None:
                 self._resets += 1
                 listener._pending_reset = last_event_id[:MAX_ECHOED_ID]

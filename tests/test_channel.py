@@ -1047,3 +1047,17 @@ async def test_a_thread_publishing_past_the_byte_bound_never_breaks_a_reader() -
                         assert int(event.data.split(":")[0]) == expected, "exact, in order"
                         expected += 1
     assert expected == total and ch.stats().retained_bytes <= 2000
+
+
+async def test_a_channel_position_wins_over_a_caller_id_that_spells_it() -> None:
+    # A caller may set any id, even one spelling a position of the channel: the position a
+    # merged stream recorded must still mean "after that sequence number" (found by review).
+    channel = SSEChannel("a")
+    await channel.broadcast("a0")
+    position = channel.position_at(1)
+    for data in ("a1", "a2"):
+        await channel.broadcast(data)
+    await channel.broadcast(ServerSentEvent("a3", id=position))
+    listener = channel.listen(last_event_id=position)
+    assert [event.data for event in listener.take_ready()] == ["a1", "a2", "a3"]
+    listener.close()
