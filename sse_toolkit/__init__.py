@@ -8,10 +8,12 @@ from .app import SSEApp
 from .backends import BackendUnavailable
 from .channel import LAGGED_EVENT, RESET_EVENT, ChannelClosed, ChannelStats, SSEChannel
 from .frames import HEARTBEAT, ServerSentEvent, encode
+from .lifecycle import ShutdownReport, shutdown
 from .manager import ChannelManager, TooManyChannels, sse_manager
 from .merge import MergedListener
 from .policy import CORS, Auth, Limits
 from .response import EventStreamResponse
+from .runner import run
 from .tokens import InvalidToken, create_token, verify_token
 
 __all__ = [
@@ -31,9 +33,12 @@ __all__ = [
     "SSEApp",
     "SSEChannel",
     "ServerSentEvent",
+    "ShutdownReport",
     "TooManyChannels",
     "create_token",
     "encode",
+    "run",
+    "shutdown",
     "sse_manager",
     "verify_token",
 ]

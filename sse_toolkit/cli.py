@@ -25,6 +25,7 @@ from ._http import refuse_websocket, send_plain
 from ._types import Receive, Scope, Send
 from .app import SSEApp
 from .manager import ChannelManager
+from .runner import add_run_arguments, run_command
 from .tokens import ACTIONS, create_token
 
 __all__ = ["Hub", "main"]
@@ -104,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(serve, suppress_defaults=True)
     _add_serve_options(parser)
 
+    run = commands.add_parser(
+        "run",
+        help="serve any ASGI app so that its streams end cleanly on SIGINT/SIGTERM",
+        description=(
+            "Serve an ASGI app (module:attr) in place of `uvicorn module:attr`: on SIGINT or"
+            " SIGTERM every open event stream ends with a retry hint and a clean end of"
+            " body, then the server stops as usual (exit status 0)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_run_arguments(run)
+
     token = commands.add_parser("token", help="mint a signed token for a hub run with --secret")
     token.add_argument("--secret", required=True)
     token.add_argument("--channel", action="append", required=True, help="repeatable; * = all")
@@ -164,6 +177,8 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run_command(args)
     if args.command == "token":
         actions = args.action or ["subscribe"]
         try:

@@ -12,7 +12,10 @@ One stream runs as a small task group:
   A channel listener (a `FrameBatches`) needs no producer: it hands over ready frames
   itself, and heartbeats come from the channel's shared clock.
 
-How a stream ends: the body is complete (a final empty body message); the client leaves,
+How a stream ends: the body is complete (a final empty body message); the process shuts
+down (`sse_toolkit.shutdown`: what is ready, a last ``retry:`` hint, then the final
+message); the server cancels it (its own graceful timeout: the same, shielded and bounded,
+and if that went out the response returns normally, as it is complete); the client leaves,
 or any ``send``/``receive`` fails, or the send timeout or a stalled final send drops it
 (no final message, ``on_disconnect`` runs); the source raises (what it yielded before is
 sent, then its exception propagates unchanged, the body left unfinished); or the caller
@@ -42,6 +45,7 @@ from ._concurrency import CLOSE_TIMEOUT, Wakeup, aclose_quietly, call_maybe_asyn
 from ._types import FrameBatches, Message, Receive, Scope, Send
 from ._validate import check_seconds
 from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
+from .lifecycle import open_streams
 
 __all__ = ["HOOK_TIMEOUT", "SYNC_CLOSE_TIMEOUT", "EventStreamResponse"]
 
@@ -70,6 +74,9 @@ _DEFAULT_HEADERS: Final = {
 }
 _HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
 _FINAL_SEND_TIMEOUT: Final = 5.0
+# Cancelled from outside (a server's own graceful timeout): how long the last body message
+# may take before the cancellation goes on.
+_CANCELLED_FINISH_TIMEOUT: Final = 1.0
 _DONE: Final = object()
 # What a server's send or receive raises when the client is gone: OSError (uvicorn's
 # ClientDisconnected is one), or a closed anyio stream (stacks that relay the messages).
@@ -279,6 +286,11 @@ class _Stream:
         self.send_started: float | None = None
         self.watched = True  # a watchdog reads send_started / last_activity
         self.started = False  # http.response.start was sent
+        self.head_only = False
+        self.sending = False  # a body message is being sent (a shutdown lets it finish)
+        self.finishing = False  # the final body message is being sent
+        self.completed = False  # ... and it was
+        self.last_frames: bytes | None = None  # set by a shutdown: its retry hint
         # The producer/sender hand-off (plain iterables only).
         self.buffer: list[bytes] = []
         self.buffered_bytes = 0
@@ -292,6 +304,9 @@ class _Stream:
         content = response.content
         batches = isinstance(content, FrameBatches)
         iterator: object = content
+        self.head_only = head_only
+        # Known to the process while it runs, so that a shutdown can end it cleanly.
+        self.last_frames = open_streams.add(self)
         try:
             if not batches:
                 iterator = _iterate(content)
@@ -299,6 +314,8 @@ class _Stream:
             # watchdog a stuck send, even while ``http.response.start`` is being sent.
             async with anyio.create_task_group() as tg:
                 self.cancel_scope = tg.cancel_scope
+                if self.last_frames is not None:  # the process is shutting down: end now
+                    tg.cancel_scope.cancel()
                 tg.start_soon(self._watch_disconnect)
                 self.watched = (
                     response.send_timeout is not None
@@ -315,18 +332,59 @@ class _Stream:
             if self.error is not None:
                 raise self.error
             if not self.disconnected:
-                with anyio.move_on_after(response.send_timeout or _FINAL_SEND_TIMEOUT) as final:
-                    # (max_duration may be up before the start was sent: an empty body then)
-                    if self.started or await self._send_or_drop(self._start_message()):
-                        await self._send_or_drop({"type": "http.response.body", "body": b""})
-                if final.cancelled_caught:
-                    self._drop()  # it stopped reading before the end: dropped, like any stall
+                await self._finish(response.send_timeout or _FINAL_SEND_TIMEOUT)
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside: a server's own graceful timeout, say. End the body as
+            # cleanly as the server still allows; once that is sent the response is complete
+            # and returns normally (raising would only make the server log a traceback).
+            if not self.started or self.disconnected or self.completed:
+                raise
+            if self.last_frames is None:
+                self.last_frames = open_streams.last_frames()
+            with anyio.CancelScope(shield=True):
+                await self._finish(_CANCELLED_FINISH_TIMEOUT)
+            if not self.completed:
+                raise
         finally:
+            open_streams.discard(self)
             await aclose_quietly(iterator)
             if self.disconnected and response.on_disconnect is not None:
                 # Shielded, and bounded like closing the source: a hook must not hang us.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(HOOK_TIMEOUT):
                     await call_maybe_async(response.on_disconnect)
+
+    async def _finish(self, limit: float) -> None:
+        """The final body message, with what is still buffered and (at a shutdown) the
+        last ``retry:`` hint; a client that does not take it within ``limit`` s is dropped."""
+        with anyio.move_on_after(limit) as final:
+            self.cancel_scope = final
+            self.finishing = True
+            # (max_duration or a shutdown may come before the start was sent: no body then)
+            if self.started or await self._send_or_drop(self._start_message()):
+                self.started = True
+                tail = b""
+                if not self.head_only:
+                    tail = b"".join(self.buffer) + (self.last_frames or b"")
+                    self.buffer.clear()
+                message = {"type": "http.response.body", "body": tail}
+                self.completed = await self._send_or_drop(message)
+        if final.cancelled_caught:
+            self._drop()  # it stopped reading before the end: dropped, like any stall
+
+    # -- the registry's interface (`lifecycle.Endable`), called on the stream's loop ------
+
+    def end(self, last_frames: bytes) -> None:
+        """The process shuts down: send ``last_frames`` and end the body cleanly."""
+        if self.last_frames is None:
+            self.last_frames = last_frames
+        # A send in flight is let finish (it checks on its way out): what it carries
+        # may already be off the source.
+        if not (self.finishing or self.sending) and self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    def abort(self) -> None:
+        """The shutdown's grace ran out: stop now, as if the client had gone."""
+        self._drop()
 
     async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:
         """Everything before the final body message: start, retry, the events."""
@@ -372,15 +430,23 @@ class _Stream:
         return True
 
     async def _send_body(self, chunk: bytes) -> None:
-        if not self.watched:  # nobody reads the clock: skip it and the helper coroutine
-            try:
-                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-                return
-            except Exception as exc:
-                self._drop(exc)
-        elif await self._send_or_drop(
-            {"type": "http.response.body", "body": chunk, "more_body": True}
-        ):
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        self.sending = True
+        try:
+            if not self.watched:  # nobody reads the clock: skip it and the helper coroutine
+                try:
+                    await self.send(message)
+                    sent = True
+                except Exception as exc:
+                    self._drop(exc)
+                    sent = False
+            else:
+                sent = await self._send_or_drop(message)
+        finally:
+            self.sending = False
+        if sent:
+            if self.last_frames is not None and self.cancel_scope is not None:
+                self.cancel_scope.cancel()  # a shutdown came during the send: end now
             return
         await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
 

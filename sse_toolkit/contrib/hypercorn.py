@@ -1,45 +1,124 @@
-"""hypercorn: a ``shutdown_trigger`` that ends open event streams before hypercorn waits.
+"""hypercorn: end open event streams before hypercorn waits for them, on asyncio or trio.
 
 Like uvicorn, hypercorn stops accepting, then waits up to ``graceful_timeout`` for open
-responses before it cancels them, and an event stream never finishes by itself. This
-trigger closes the channel managers when shutdown is asked for, so every stream ends with
-a clean end of body first. Works with hypercorn's asyncio and trio workers::
+responses before it cancels them, and an event stream never finishes by itself. A
+``shutdown_trigger`` is hypercorn's own hook for deciding when to stop: this one calls
+`sse_toolkit.shutdown` first, so every stream ends with a last ``retry:`` hint and a clean
+end of body, then returns and hypercorn stops as usual::
 
     from hypercorn.trio import serve             # or hypercorn.asyncio
     from sse_toolkit.contrib.hypercorn import shutdown_trigger
 
     await serve(app, config, shutdown_trigger=shutdown_trigger())
+
+`serve` does all of it in this process, with the signals handled (`sse_toolkit.run` uses it).
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import anyio
 
-from ..manager import ChannelManager, sse_manager
+from .._concurrency import current_loop
+from ..lifecycle import (
+    DEFAULT_GRACE,
+    DEFAULT_RECONNECT_AFTER,
+    DEFAULT_RECONNECT_WINDOW,
+    open_streams,
+    shutdown,
+)
+from ..manager import ChannelManager
 
-__all__ = ["shutdown_trigger"]
+__all__ = ["serve", "shutdown_trigger"]
+
+_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def shutdown_trigger(
     wait: Callable[[], Awaitable[object]] | None = None,
     *,
-    managers: Iterable[ChannelManager] = (sse_manager,),
+    grace: float = DEFAULT_GRACE,
+    reconnect_after: float = DEFAULT_RECONNECT_AFTER,
+    reconnect_window: float = DEFAULT_RECONNECT_WINDOW,
+    managers: Iterable[ChannelManager] = (),
 ) -> Callable[[], Awaitable[None]]:
     """A trigger that returns once ``wait()`` does (by default: SIGINT or SIGTERM, which
-    needs the main thread), after closing ``managers`` so their streams end cleanly."""
+    needs the main thread) and every event stream of the process has ended
+    (`sse_toolkit.shutdown`); ``managers`` are closed after."""
     targets = list(managers)
 
     async def trigger() -> None:
+        open_streams.reopen()  # this process serves (again): streams may run
         if wait is None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
+            await _stop_signal()
         else:
             await wait()
+        await shutdown(grace, reconnect_after=reconnect_after, reconnect_window=reconnect_window)
         for manager in targets:
             await manager.close()
 
     return trigger
+
+
+async def _stop_signal() -> None:
+    """Wait for SIGINT or SIGTERM. The handlers stay installed afterwards (a second signal
+    during the shutdown must not kill the process by default action)."""
+    stop = anyio.Event()
+    loop = current_loop()
+    assert loop is not None
+
+    def handler(signum: int, frame: object) -> None:
+        loop.call_soon(stop.set)  # thread-safe: wakes the loop from the signal handler
+
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("waiting for signals needs the main thread: pass wait=")
+    for signum in _EXIT_SIGNALS:
+        signal.signal(signum, handler)
+    await stop.wait()
+
+
+def serve(
+    app: Any,
+    config: Any,
+    *,
+    loop: str = "auto",
+    grace: float = DEFAULT_GRACE,
+    reconnect_after: float = DEFAULT_RECONNECT_AFTER,
+    reconnect_window: float = DEFAULT_RECONNECT_WINDOW,
+) -> None:
+    """Serve ``app`` with hypercorn ``config`` on ``loop`` (asyncio, uvloop or trio) in this
+    process until SIGINT or SIGTERM; then end the streams and stop cleanly."""
+    trigger = shutdown_trigger(
+        grace=grace, reconnect_after=reconnect_after, reconnect_window=reconnect_window
+    )
+    if loop == "trio":
+        import trio
+        from hypercorn.trio import serve as trio_serve
+
+        trio.run(lambda: trio_serve(app, config, shutdown_trigger=trigger))
+        return
+    import asyncio
+
+    from hypercorn.asyncio import serve as asyncio_serve
+
+    async def main() -> None:
+        await asyncio_serve(app, config, shutdown_trigger=trigger)
+
+    if loop == "uvloop" or loop == "auto" and _has_uvloop():
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True

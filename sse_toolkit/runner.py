@@ -1,0 +1,439 @@
+"""`run`: serve any ASGI app so that its event streams end cleanly when it stops.
+
+``python -m sse_toolkit run module:app`` (or ``sse_toolkit.run(app)``) in place of
+``uvicorn module:app``. On SIGINT or SIGTERM it first calls `sse_toolkit.shutdown` in every
+worker, so every open stream ends with a last ``retry:`` hint and a clean end of body, then
+lets the server stop as it normally does; the process exits with status 0 and no traceback.
+
+- ``server``: ``uvicorn`` (the default), ``hypercorn`` or ``granian``.
+- ``workers``: processes sharing one listening socket (the app must then be an import
+  string, ``"module:attr"``); the parent forwards SIGINT/SIGTERM to each and waits. Streams
+  in different processes share channels only through a backend (Redis).
+- Connection guards (uvicorn; see `sse_toolkit.contrib.uvicorn.ConnectionGuard`): a client
+  dropped for not reading has its connection reset at once, a request head must arrive
+  within ``head_timeout``, and past ``max_connections`` open connections a request is
+  answered 503. The soft limit on open files is raised to the hard limit at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .lifecycle import DEFAULT_GRACE, DEFAULT_RECONNECT_AFTER, DEFAULT_RECONNECT_WINDOW
+
+__all__ = ["SERVERS", "RunOptions", "add_run_arguments", "raise_fd_limit", "run", "run_command"]
+
+log = logging.getLogger("sse_toolkit.run")
+
+SERVERS = ("uvicorn", "hypercorn", "granian")
+LOOPS = {
+    "uvicorn": ("auto", "asyncio", "uvloop"),
+    "hypercorn": ("auto", "asyncio", "uvloop", "trio"),
+    "granian": ("auto", "asyncio", "uvloop"),
+}
+_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_FD_RESERVE = 256  # files kept free for everything but connections (logs, Redis, ...)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `run` serves an app (each option is also a ``run`` command-line flag)."""
+
+    server: str = "uvicorn"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    loop: str = "auto"
+    http: str = "auto"  # uvicorn's HTTP/1.1 parser: auto, h11 or httptools
+    grace: float = DEFAULT_GRACE
+    reconnect_after: float = DEFAULT_RECONNECT_AFTER
+    reconnect_window: float = DEFAULT_RECONNECT_WINDOW
+    head_timeout: float | None = 10.0
+    linger: float = 5.0
+    max_connections: int | None = None  # None: the open-file limit less a reserve
+    log_level: str = "info"
+    access_log: bool = True
+    root_path: str = ""
+
+    def check(self) -> RunOptions:
+        """Raise ValueError naming the option at fault; the options with defaults filled."""
+        if self.server not in SERVERS:
+            raise ValueError(f"server must be one of {', '.join(SERVERS)}, not {self.server!r}")
+        if self.loop not in LOOPS[self.server]:
+            loops = ", ".join(LOOPS[self.server])
+            raise ValueError(f"loop must be one of {loops} with {self.server}, not {self.loop!r}")
+        if self.http not in ("auto", "h11", "httptools"):
+            raise ValueError(f"http must be auto, h11 or httptools, not {self.http!r}")
+        for name in ("port", "workers"):
+            value = getattr(self, name)
+            if type(value) is not int or value < (0 if name == "port" else 1) or value > 65535:
+                raise ValueError(f"{name} must be a whole number in range, not {value!r}")
+        for name in ("grace", "reconnect_after", "reconnect_window", "linger", "head_timeout"):
+            value = getattr(self, name)
+            if value is None and name == "head_timeout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if self.max_connections is not None and (
+            type(self.max_connections) is not int or self.max_connections < 1
+        ):
+            raise ValueError(f"max_connections must be an int >= 1, not {self.max_connections!r}")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+            raise ValueError(f"log_level must be a logging level name, not {self.log_level!r}")
+        return self
+
+
+def run(app: Any, **options: Any) -> None:
+    """Serve ``app`` (an ASGI callable, or ``"module:attr"``) until SIGINT or SIGTERM, then
+    end its event streams cleanly and stop. ``options`` are `RunOptions`' fields."""
+    opts = RunOptions(**options).check()
+    if opts.workers > 1 and not isinstance(app, str):
+        raise ValueError("workers > 1 needs the app as an import string, 'module:attr'")
+    limit = raise_fd_limit()
+    if opts.max_connections is None and limit is not None:
+        opts = replace(opts, max_connections=max(limit - _FD_RESERVE, 64))
+    _configure_logging(opts.log_level)
+    with _exit_signals_only_request_exit():
+        if opts.server == "granian":
+            _serve_granian(app, opts)  # granian binds and runs its workers itself
+            return
+        sock = _bind(opts.host, opts.port)
+        try:
+            if opts.workers == 1:
+                _serve(app, opts, [sock])
+            else:
+                _Supervisor(app, opts, [sock]).run()
+        finally:
+            sock.close()
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``run`` command's arguments (one per `RunOptions` field)."""
+    d = RunOptions()
+    parser.add_argument("app", help="the ASGI app to serve, as module:attr")
+    parser.add_argument("--server", choices=SERVERS, default=d.server, help="the ASGI server")
+    parser.add_argument("--host", default=d.host, help="address to listen on")
+    parser.add_argument("--port", type=int, default=d.port, help="port to listen on")
+    parser.add_argument(
+        "--workers", type=int, default=d.workers, help="processes (more than 1 needs Redis)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=sorted({loop for loops in LOOPS.values() for loop in loops}),
+        default=d.loop,
+        help="event loop (trio: hypercorn only)",
+    )
+    parser.add_argument(
+        "--http", choices=("auto", "h11", "httptools"), default=d.http, help="uvicorn's parser"
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=d.grace,
+        help="seconds the streams' last bytes may take at a stop before they are cut",
+    )
+    parser.add_argument(
+        "--reconnect-after",
+        type=float,
+        default=d.reconnect_after,
+        help="the shortest retry hint (seconds) a stream gets at a stop",
+    )
+    parser.add_argument(
+        "--reconnect-window",
+        type=float,
+        default=d.reconnect_window,
+        help="retry hints are spread at random over this many seconds above it",
+    )
+    parser.add_argument(
+        "--head-timeout",
+        type=float,
+        default=d.head_timeout,
+        help="seconds a request head may take (0: no bound; uvicorn)",
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=d.linger,
+        help="seconds a closed connection may keep unread bytes before a reset (uvicorn)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help="past this many connections, answer 503 (default: the open-file limit less"
+        f" {_FD_RESERVE}; uvicorn)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default=d.log_level,
+        help="log level",
+    )
+    parser.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", help="no access log"
+    )
+    parser.add_argument("--root-path", default=d.root_path, help="ASGI root_path (behind a proxy)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``python -m sse_toolkit run``: exit status 0 after a clean stop, 2 for bad options."""
+    options = {name: getattr(args, name) for name in RunOptions.__dataclass_fields__}
+    if options["head_timeout"] == 0:
+        options["head_timeout"] = None
+    try:
+        opts = RunOptions(**options).check()
+        load_app(args.app)  # a missing module or name is reported now, not in each worker
+    except (ValueError, ImportError, AttributeError) as exc:
+        print(f"sse-toolkit run: {exc}", file=sys.stderr)
+        return 2
+    run(args.app, **vars(opts))
+    return 0
+
+
+def raise_fd_limit() -> int | None:
+    """Raise the soft limit on open files to the hard limit; return it (None: unknown)."""
+    try:
+        import resource
+    except ImportError:  # (not on Windows)
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def load_app(app: Any) -> Any:
+    """``app``, or the object a ``"module:attr"`` string names."""
+    if not isinstance(app, str):
+        return app
+    module_name, _, attr = app.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"the app must be given as 'module:attr', not {app!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as uvicorn does: the app is in the current folder
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
+
+
+# -- one process ---------------------------------------------------------------------------
+
+
+def _serve(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
+    if opts.server == "uvicorn":
+        _serve_uvicorn(app, opts, sockets)
+    else:
+        _serve_hypercorn(app, opts, sockets)
+
+
+def _serve_uvicorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
+    import uvicorn
+
+    from .contrib.uvicorn import ConnectionGuard, Server
+
+    config = uvicorn.Config(
+        load_app(app),
+        loop=opts.loop,
+        http=opts.http,
+        log_level=opts.log_level,
+        access_log=opts.access_log,
+        root_path=opts.root_path,
+        limit_concurrency=opts.max_connections,
+        timeout_graceful_shutdown=int(opts.grace) + 1,
+    )
+    server = Server(
+        config,
+        grace=opts.grace,
+        reconnect_after=opts.reconnect_after,
+        reconnect_window=opts.reconnect_window,
+        guard=ConnectionGuard(head_timeout=opts.head_timeout, linger=opts.linger),
+    )
+    _serving()
+    server.run(sockets=sockets)
+
+
+def _serve_hypercorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
+    from hypercorn.config import Config
+
+    from .contrib.hypercorn import serve
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}" for sock in sockets]
+    config.graceful_timeout = opts.grace + 1
+    config.loglevel = opts.log_level.upper()
+    config.accesslog = "-" if opts.access_log else None
+    config.errorlog = "-"
+    config.root_path = opts.root_path
+    app = load_app(app)
+    _serving()
+    serve(
+        app,
+        config,
+        loop=opts.loop,
+        grace=opts.grace,
+        reconnect_after=opts.reconnect_after,
+        reconnect_window=opts.reconnect_window,
+    )
+
+
+def _serve_granian(app: Any, opts: RunOptions) -> None:
+    from .contrib.granian import serve
+
+    serve(app, opts)
+
+
+# -- several processes ---------------------------------------------------------------------
+
+
+def _worker(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
+    """A worker process's main: serve until SIGTERM (from the parent) or SIGINT."""
+    _configure_logging(opts.log_level)
+    with _exit_signals_only_request_exit():
+        _serve(app, opts, sockets)
+
+
+class _Supervisor:
+    """Runs ``workers`` processes on shared sockets; on SIGINT/SIGTERM, stops them in order.
+
+    A worker that dies on its own is replaced; on a stop signal each worker gets SIGTERM
+    (it ends its streams, then its server stops), and the parent waits for them for the
+    grace plus the server's own shutdown, then kills what is left.
+    """
+
+    def __init__(self, app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
+        self.app = app
+        self.opts = opts
+        self.sockets = sockets
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: list[Any] = []
+        self.stopping = False
+
+    def run(self) -> None:
+        wake_read, wake_write = socket.socketpair()
+        wake_read.setblocking(False)
+        wake_write.setblocking(False)
+        previous_fd = signal.set_wakeup_fd(wake_write.fileno())
+
+        def stop(signum: int, frame: object) -> None:
+            self.stopping = True
+
+        handlers = {signum: signal.signal(signum, stop) for signum in _EXIT_SIGNALS}
+        try:
+            _serving()
+            self.workers = [self._start() for _ in range(self.opts.workers)]
+            log.info("started %d worker processes", len(self.workers))
+            while not self.stopping:
+                sentinels = [worker.sentinel for worker in self.workers]
+                multiprocessing.connection.wait([*sentinels, wake_read])
+                with contextlib.suppress(BlockingIOError):
+                    wake_read.recv(64)
+                if not self.stopping:
+                    self._replace_dead()
+            self._stop_all()
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            wake_read.close()
+            wake_write.close()
+
+    def _start(self) -> Any:
+        process = self.context.Process(
+            target=_worker, args=(self.app, self.opts, self.sockets), daemon=False
+        )
+        process.start()
+        return process
+
+    def _replace_dead(self) -> None:
+        for index, worker in enumerate(self.workers):
+            if not worker.is_alive():
+                log.warning("worker %s exited (%s): starting another", worker.pid, worker.exitcode)
+                self.workers[index] = self._start()
+
+    def _stop_all(self) -> None:
+        log.info("stopping %d worker processes", len(self.workers))
+        for worker in self.workers:
+            if worker.is_alive() and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+        deadline = self.opts.grace + 10.0  # the streams' grace, then the server's own stop
+        for worker in self.workers:
+            worker.join(deadline)
+            if worker.is_alive():
+                log.error("worker %s did not stop in time: killed", worker.pid)
+                worker.kill()
+                worker.join()
+
+
+# -- process helpers -----------------------------------------------------------------------
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"sse-toolkit: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def _exit_signals_only_request_exit() -> Iterator[None]:
+    """While serving, SIGINT/SIGTERM only ever ask for a clean stop.
+
+    Servers install their own handlers while they run, and some (uvicorn) re-raise the
+    signal afterwards with the handlers they found: Python's own would turn a clean stop
+    into a ``KeyboardInterrupt`` traceback or an exit by SIGTERM. Outside the server's
+    handlers, a stop signal exits at once (status 0) before anything is served, and is
+    ignored after (the server has stopped cleanly: what is left is to return).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _stop_before_serving) for signum in _EXIT_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _serving() -> None:
+    """From now on the server's own handlers take stop signals; ours ignore them."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in _EXIT_SIGNALS:
+            if signal.getsignal(signum) is _stop_before_serving:
+                signal.signal(signum, _ignore)
+
+
+def _stop_before_serving(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # nothing is served yet: nothing to end cleanly
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A stop signal re-raised after the server stopped (see above)."""
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s: %(message)s")
