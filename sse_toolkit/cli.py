@@ -3,11 +3,13 @@
 ``serve`` (the default) runs an `SSEApp` at ``/sse`` with uvicorn, leaving ``/`` for the
 demo page. ``token`` mints a signed token for a hub started with ``--secret``.
 
+``run`` serves any ASGI app so that its streams end cleanly (see `sse_toolkit.runner`).
+
 Shutting down with open streams: uvicorn waits for every response to finish before it
 tells the app (lifespan shutdown), and an event stream never finishes by itself. So the
-hub runs `sse_toolkit.contrib.uvicorn.Server`, which on SIGINT or SIGTERM first closes
-the channel manager, ending every stream with a clean end of body, and then lets uvicorn
-shut down as usual. Nothing is patched on import.
+hub is served by `sse_toolkit.run`, which on SIGINT or SIGTERM first ends every stream
+with a retry hint and a clean end of body, and then lets uvicorn shut down as usual.
+Nothing is patched on import.
 """
 
 from __future__ import annotations
@@ -16,16 +18,14 @@ import argparse
 import gc
 import html
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from ._http import refuse_websocket, send_plain
 from ._types import Receive, Scope, Send
 from .app import SSEApp
 from .manager import ChannelManager
-from .runner import add_run_arguments, run_command
+from .runner import add_run_arguments, run, run_command
 from .tokens import ACTIONS, create_token
 
 __all__ = ["Hub", "main"]
@@ -192,9 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
-        from .contrib.uvicorn import Server
+        import uvicorn  # noqa: F401
     except ImportError:
         print("the hub needs uvicorn: pip install 'sse-toolkit[server]'", file=sys.stderr)
         return 2
@@ -221,14 +219,6 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:  # a mistake in the options: say which, no traceback
         print(f"sse-toolkit: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        Hub(sse),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=5,
-    )
-    server = Server(config, managers=[manager])
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"http://{host}:{args.port}"
     if backend is not None:
@@ -251,20 +241,12 @@ def serve(args: argparse.Namespace) -> int:
             log.info("token:     TOKEN=$(%s)", mint)
     else:
         log.info("publishing over HTTP is off (--allow-publish turns it on)")
-    if threading.current_thread() is threading.main_thread():
-        # After shutting down on SIGINT/SIGTERM, uvicorn re-raises the signal with the
-        # handlers it found installed; Python's would turn the clean shutdown into an exit
-        # by SIGTERM (-15/143) or a KeyboardInterrupt traceback. These only ask the server
-        # to exit (which also covers a signal arriving before uvicorn installs its own).
-        def request_exit(signum: int, frame: object) -> None:
-            server.should_exit = True
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, request_exit)
     # Everything imported and built so far lives as long as the hub: keep it out of the
     # garbage collector's full passes, which otherwise stall streams for tens of ms.
     gc.freeze()
-    server.run()
+    # The runner ends every stream cleanly on SIGINT/SIGTERM, then uvicorn stops (and the
+    # app's lifespan closes the manager); exit status 0, no traceback.
+    run(Hub(sse), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

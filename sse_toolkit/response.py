@@ -364,7 +364,11 @@ class _Stream:
                 self.started = True
                 tail = b""
                 if not self.head_only:
-                    tail = b"".join(self.buffer) + (self.last_frames or b"")
+                    # After a send that was cut short, what is buffered would follow a gap
+                    # the client cannot see: it reconnects from what it last had instead.
+                    if not self.sending:
+                        tail = b"".join(self.buffer)
+                    tail += self.last_frames or b""
                     self.buffer.clear()
                 message = {"type": "http.response.body", "body": tail}
                 self.completed = await self._send_or_drop(message)
@@ -431,19 +435,18 @@ class _Stream:
 
     async def _send_body(self, chunk: bytes) -> None:
         message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        # (left set if the send is cancelled: whether the chunk went out is then unknown)
         self.sending = True
-        try:
-            if not self.watched:  # nobody reads the clock: skip it and the helper coroutine
-                try:
-                    await self.send(message)
-                    sent = True
-                except Exception as exc:
-                    self._drop(exc)
-                    sent = False
-            else:
-                sent = await self._send_or_drop(message)
-        finally:
-            self.sending = False
+        if not self.watched:  # nobody reads the clock: skip it and the helper coroutine
+            try:
+                await self.send(message)
+                sent = True
+            except Exception as exc:
+                self._drop(exc)
+                sent = False
+        else:
+            sent = await self._send_or_drop(message)
+        self.sending = False
         if sent:
             if self.last_frames is not None and self.cancel_scope is not None:
                 self.cancel_scope.cancel()  # a shutdown came during the send: end now

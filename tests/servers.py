@@ -26,7 +26,14 @@ def free_port() -> int:
 def serve(
     app: Any, server: str = "uvicorn", *, lifespan: str = "off", port: int = 0
 ) -> Iterator[str]:
-    """Serve ``app`` for the duration of the block; yield its base URL."""
+    """Serve ``app`` for the duration of the block; yield its base URL.
+
+    Servers in this process share its stream registry: a test that shut one down leaves it
+    closing (new streams end at once) until it is reopened, as each server here does.
+    """
+    from sse_toolkit import lifecycle
+
+    lifecycle.reopen()
     if server in ("uvicorn", "uvicorn-sse"):
         with _uvicorn(app, lifespan, sse_server=server == "uvicorn-sse", port=port) as url:
             yield url

@@ -341,7 +341,7 @@ def test_exit_signal_ends_open_streams_cleanly_and_exits_0(
         assert reader.events == ["before"]
     assert code == 0, log
     assert elapsed < 4.0, f"shutdown waited {elapsed:.1f}s: streams were not ended"
-    assert "ending open event streams" in log
+    assert "open event stream" in log
     assert "Traceback" not in log, log
 
 
