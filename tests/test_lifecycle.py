@@ -88,7 +88,7 @@ async def test_shutdown_ends_every_kind_of_stream_with_a_retry_hint() -> None:
     clients = [Client() for _ in sources]
     try:
         async with anyio.create_task_group() as tg:
-            for source, client in zip(sources, clients):
+            for source, client in zip(sources, clients, strict=True):
                 tg.start_soon(serve, EventStreamResponse(source), client)
             await managed.broadcast("m")
             await standalone.broadcast("s")

@@ -108,7 +108,7 @@ def serve(
     async def main() -> None:
         await asyncio_serve(app, config, shutdown_trigger=trigger)
 
-    if loop == "uvloop" or loop == "auto" and _has_uvloop():
+    if loop == "uvloop" or (loop == "auto" and _has_uvloop()):
         import uvloop
 
         uvloop.run(main())
