@@ -28,7 +28,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -264,7 +264,7 @@ def _serve_uvicorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> 
         reconnect_window=opts.reconnect_window,
         guard=ConnectionGuard(head_timeout=opts.head_timeout, linger=opts.linger),
     )
-    _serving()
+    _serving(server.handle_exit)  # (a signal before uvicorn runs: it stops as it starts)
     server.run(sockets=sockets)
 
 
@@ -274,7 +274,8 @@ def _serve_hypercorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -
     from .contrib.hypercorn import serve
 
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}" for sock in sockets]
+    # (hypercorn closes the sockets it is given: it gets its own copies)
+    config.bind = [f"fd://{os.dup(sock.fileno())}" for sock in sockets]
     config.graceful_timeout = opts.grace + 1
     config.loglevel = opts.log_level.upper()
     config.accesslog = "-" if opts.access_log else None
@@ -335,7 +336,6 @@ class _Supervisor:
 
         handlers = {signum: signal.signal(signum, stop) for signum in _EXIT_SIGNALS}
         try:
-            _serving()
             self.workers = [self._start() for _ in range(self.opts.workers)]
             log.info("started %d worker processes", len(self.workers))
             while not self.stopping:
@@ -419,20 +419,16 @@ def _exit_signals_only_request_exit() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _serving() -> None:
-    """From now on the server's own handlers take stop signals; ours ignore them."""
+def _serving(handler: Callable[[int, Any], object] = lambda signum, frame: None) -> None:
+    """From now on stop signals go to ``handler`` (the server's own, which takes over when
+    it runs); by default they are ignored (the server installs its handlers at once)."""
     if threading.current_thread() is threading.main_thread():
         for signum in _EXIT_SIGNALS:
-            if signal.getsignal(signum) is _stop_before_serving:
-                signal.signal(signum, _ignore)
+            signal.signal(signum, handler)
 
 
 def _stop_before_serving(signum: int, frame: object) -> None:
     raise SystemExit(0)  # nothing is served yet: nothing to end cleanly
-
-
-def _ignore(signum: int, frame: object) -> None:
-    """A stop signal re-raised after the server stopped (see above)."""
 
 
 def _configure_logging(level: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from .._concurrency import current_loop
+from .._concurrency import EventLoop, current_loop
 from ..lifecycle import (
     DEFAULT_GRACE,
     DEFAULT_RECONNECT_AFTER,
@@ -53,10 +53,7 @@ def shutdown_trigger(
 
     async def trigger() -> None:
         open_streams.reopen()  # this process serves (again): streams may run
-        if wait is None:
-            await _stop_signal()
-        else:
-            await wait()
+        await (wait or _StopSignals().wait)()
         await shutdown(grace, reconnect_after=reconnect_after, reconnect_window=reconnect_window)
         for manager in targets:
             await manager.close()
@@ -64,21 +61,31 @@ def shutdown_trigger(
     return trigger
 
 
-async def _stop_signal() -> None:
-    """Wait for SIGINT or SIGTERM. The handlers stay installed afterwards (a second signal
-    during the shutdown must not kill the process by default action)."""
-    stop = anyio.Event()
-    loop = current_loop()
-    assert loop is not None
+class _StopSignals:
+    """SIGINT and SIGTERM, caught from when this is made (in the main thread) for good: a
+    signal before the loop waits is kept, and one during the shutdown cannot kill the
+    process by its default action."""
 
-    def handler(signum: int, frame: object) -> None:
-        loop.call_soon(stop.set)  # thread-safe: wakes the loop from the signal handler
+    def __init__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("waiting for signals needs the main thread: pass wait=")
+        self.requested = False
+        self._stop: anyio.Event | None = None
+        self._loop: EventLoop | None = None
+        for signum in _EXIT_SIGNALS:
+            signal.signal(signum, self._handle)
 
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("waiting for signals needs the main thread: pass wait=")
-    for signum in _EXIT_SIGNALS:
-        signal.signal(signum, handler)
-    await stop.wait()
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        stop, loop = self._stop, self._loop
+        if stop is not None and loop is not None:
+            loop.call_soon(stop.set)  # thread-safe: wakes the loop from the signal handler
+
+    async def wait(self) -> None:
+        self._stop = anyio.Event()
+        self._loop = current_loop()
+        if not self.requested:
+            await self._stop.wait()
 
 
 def serve(
@@ -93,7 +100,10 @@ def serve(
     """Serve ``app`` with hypercorn ``config`` on ``loop`` (asyncio, uvloop or trio) in this
     process until SIGINT or SIGTERM; then end the streams and stop cleanly."""
     trigger = shutdown_trigger(
-        grace=grace, reconnect_after=reconnect_after, reconnect_window=reconnect_window
+        _StopSignals().wait,
+        grace=grace,
+        reconnect_after=reconnect_after,
+        reconnect_window=reconnect_window,
     )
     if loop == "trio":
         import trio

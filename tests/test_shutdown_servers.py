@@ -1,0 +1,178 @@
+"""Stopping real servers with open streams: every stream ends cleanly, the process exits 0.
+
+Each server runs `tests/shutdown_app.py` in its own process, as users run it: the runner
+(``python -m sse_toolkit run``) on uvicorn (h11; httptools with uvloop; two workers),
+hypercorn (asyncio, trio) and granian, and gunicorn with our worker class. 200 streams
+of three kinds (a managed channel through `SSEApp`, a standalone `SSEChannel`, an async
+generator) are read over raw sockets; then SIGTERM or SIGINT. Every client must see a
+last ``retry:`` hint and the terminating chunk (no incomplete chunked body), the process
+must exit with status 0 within 2 s, and its log must hold no traceback.
+
+Plain ``uvicorn --timeout-graceful-shutdown 1``, where uvicorn itself cancels the streams:
+they still end cleanly, and nothing of ours is in its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .raw_streams import PYTHON, RawStream, ServerProcess, free_port, open_streams, wait_ended
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+
+APP = "tests.shutdown_app:app"
+KINDS = ["/sse/managed", "/standalone", "/generator"]
+STREAMS = 200
+EXIT_WITHIN = 2.0
+
+
+def command(server: str, port: int) -> list[str]:
+    run = [PYTHON, "-m", "sse_toolkit", "run", APP, "--port", str(port), "--no-access-log"]
+    if server == "uvicorn":
+        return run
+    if server == "uvicorn-httptools-uvloop":
+        return [*run, "--http", "httptools", "--loop", "uvloop"]
+    if server == "uvicorn-2-workers":
+        return [*run, "--workers", "2"]
+    if server.startswith("hypercorn-"):
+        return [*run, "--server", "hypercorn", "--loop", server.removeprefix("hypercorn-")]
+    if server == "granian":
+        return [*run, "--server", "granian"]
+    if server == "gunicorn":
+        gunicorn = shutil.which("gunicorn") or "gunicorn"
+        return [
+            gunicorn,
+            APP,
+            "--worker-class",
+            "sse_toolkit.contrib.gunicorn.Worker",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ]
+    raise ValueError(server)
+
+
+SERVERS = [
+    "uvicorn",
+    "uvicorn-httptools-uvloop",
+    "uvicorn-2-workers",
+    "hypercorn-asyncio",
+    "hypercorn-trio",
+    "granian",
+    "gunicorn",
+]
+
+
+async def post(port: int, path: str) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return int(head.split(b" ", 2)[1])
+
+
+async def until(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def stop_with_open_streams(
+    server_process: ServerProcess, port: int, signum: int, count: int, *, one_process: bool
+) -> tuple[list[RawStream], int, float]:
+    """Open ``count`` streams, publish one event, send ``signum``; the streams, the exit
+    status and the seconds from the signal to the exit."""
+
+    async def scenario() -> tuple[list[RawStream], int, float]:
+        paths = [KINDS[i % len(KINDS)] for i in range(count)]
+        streams = await open_streams("127.0.0.1", port, paths)
+        assert [s.status for s in streams] == [200] * count, [s.error for s in streams][:5]
+        if one_process:  # (with workers, each process has its own standalone channel)
+            assert await post(port, "/publish") == 202
+            await until(lambda: all(s.events for s in streams), 10)
+        started = time.monotonic()
+        server_process.signal(signum)
+        await wait_ended(streams, 15)
+        code = await asyncio.to_thread(server_process.wait, 15)
+        return streams, code, time.monotonic() - started
+
+    return asyncio.run(scenario())
+
+
+def assert_clean(streams: list[RawStream], log: str) -> None:
+    for stream in streams:
+        assert stream.error is None and stream.complete, (stream.path, stream.error, log[-2000:])
+        hint = stream.retry_at_end
+        assert hint is not None, (stream.path, stream.body[-200:])
+        assert 500 <= hint <= 5500, hint
+    assert len({s.retry_at_end for s in streams}) > 1, "the retry hints are not spread"
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("server", SERVERS)
+def test_every_stream_ends_cleanly_and_the_server_exits_0(
+    server: str, signum: int, tmp_path: Path
+) -> None:
+    port = free_port()
+    process = ServerProcess(command(server, port), tmp_path / "server.log")
+    try:
+        process.wait_listening(port)
+        one_process = server != "uvicorn-2-workers"
+        streams, code, elapsed = stop_with_open_streams(
+            process, port, signum, STREAMS, one_process=one_process
+        )
+        log = process.log()
+    finally:
+        process.stop()
+    assert_clean(streams, log)
+    if one_process:
+        for stream in streams:
+            assert stream.events, stream.path  # what was published before arrived
+    assert code == 0, log[-3000:]
+    assert elapsed < EXIT_WITHIN, f"{elapsed:.2f}s to exit: {log[-2000:]}"
+
+
+@pytest.mark.soak
+def test_a_thousand_streams_end_cleanly_on_the_runner(tmp_path: Path) -> None:
+    port = free_port()
+    process = ServerProcess(command("uvicorn", port), tmp_path / "server.log")
+    try:
+        process.wait_listening(port)
+        streams, code, elapsed = stop_with_open_streams(
+            process, port, signal.SIGTERM, 1000, one_process=True
+        )
+        log = process.log()
+    finally:
+        process.stop()
+    assert_clean(streams, log)
+    assert code == 0, log[-3000:]
+    assert elapsed < 5.0, f"{elapsed:.2f}s to exit"
+
+
+def test_plain_uvicorn_cancelling_streams_ends_them_cleanly_and_logs_nothing_of_ours(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    args = [PYTHON, "-m", "uvicorn", APP, "--port", str(port), "--timeout-graceful-shutdown", "1"]
+    process = ServerProcess(args, tmp_path / "uvicorn.log")
+    try:
+        process.wait_listening(port)
+        streams, code, _ = stop_with_open_streams(
+            process, port, signal.SIGTERM, 30, one_process=True
+        )
+        log = process.log()
+    finally:
+        process.stop()
+    assert_clean(streams, log)
+    assert "Cancel 30 running task(s)" in log  # uvicorn did cancel them itself
+    assert "sse_toolkit" not in log and "Exception in ASGI application" not in log, log
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
