@@ -10,6 +10,7 @@ error: curl's exit 18).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -139,14 +140,9 @@ class ServerProcess:
 
     def stop(self) -> None:
         """Make sure nothing is left running (the whole session: workers too)."""
-        if self.proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        else:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.proc.wait(10)
         self._log.close()
 
 
