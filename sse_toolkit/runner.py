@@ -254,7 +254,8 @@ def _serve_uvicorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> 
         log_level=opts.log_level,
         access_log=opts.access_log,
         root_path=opts.root_path,
-        limit_concurrency=opts.max_connections,
+        # (uvicorn counts the connection asking too: N + 1 serves N)
+        limit_concurrency=None if opts.max_connections is None else opts.max_connections + 1,
         timeout_graceful_shutdown=int(opts.grace) + 1,
     )
     server = Server(

@@ -104,7 +104,14 @@ def free_port() -> int:
 class ServerProcess:
     """A server command line in its own process, its output collected in a file."""
 
-    def __init__(self, args: list[str], log: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        rlimit_nofile: tuple[int, int] | None = None,
+    ) -> None:
         self.args = args
         self.log_path = log
         self._log = log.open("wb")
@@ -115,6 +122,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             start_new_session=True,  # a signal to the test's group does not reach it
+            preexec_fn=None if rlimit_nofile is None else lambda: _limit_files(rlimit_nofile),
         )
 
     def wait_listening(self, port: int, timeout: float = 30.0) -> None:
@@ -144,6 +152,12 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
         self._log.close()
+
+
+def _limit_files(limits: tuple[int, int]) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
 
 PYTHON = sys.executable

@@ -5,6 +5,8 @@
   (the README's quick start);
 - ``/generator``: an async generator fed `EventStreamResponse`;
 - ``/sync``: a sync generator (run in a worker thread);
+- ``/flood``: 64 KiB events as fast as the client takes them, with a 1 s send timeout
+  (a client that stops reading is dropped);
 - ``/publish``: one event on every channel (``POST``), answered 202.
 """
 
@@ -33,6 +35,13 @@ async def ticks() -> AsyncIterator[dict[str, Any]]:
         await anyio.sleep(0.5)
 
 
+async def flood() -> AsyncIterator[bytes]:
+    frame = b"data: " + b"x" * 65536 + b"\n\n"
+    while True:
+        yield frame
+        await anyio.sleep(0)
+
+
 def sync_ticks() -> Iterator[str]:
     n = 0
     while True:
@@ -55,9 +64,9 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     elif path == "/generator":
         await EventStreamResponse(ticks(), heartbeat_interval=HEARTBEAT)(scope, receive, send)
     elif path == "/sync":
-        await EventStreamResponse(sync_ticks(), heartbeat_interval=HEARTBEAT)(
-            scope, receive, send
-        )
+        await EventStreamResponse(sync_ticks(), heartbeat_interval=HEARTBEAT)(scope, receive, send)
+    elif path == "/flood":
+        await EventStreamResponse(flood(), send_timeout=1.0)(scope, receive, send)
     elif path == "/publish" and scope["method"] == "POST":
         await standalone.broadcast({"event": "news", "data": "standalone"})
         channel = await manager.get_or_create("managed")
