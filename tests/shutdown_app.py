@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from sse_toolkit import ChannelManager, EventStreamResponse, SSEApp, SSEChannel
 
@@ -39,7 +40,7 @@ async def flood() -> AsyncIterator[bytes]:
     frame = b"data: " + b"x" * 65536 + b"\n\n"
     while True:
         yield frame
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
 
 def sync_ticks() -> Iterator[str]:

@@ -69,7 +69,7 @@ def closed_by_server(sock: socket.socket, timeout: float) -> bool:
 def server(tmp_path: Path) -> object:
     processes: list[ServerProcess] = []
 
-    def start(*options: str, preexec: object = None) -> tuple[ServerProcess, int]:
+    def start(*options: str) -> tuple[ServerProcess, int]:
         port = free_port()
         process = ServerProcess(runner(port, *options), tmp_path / f"{port}.log")
         processes.append(process)
@@ -110,7 +110,7 @@ def test_clients_that_stop_reading_are_reset_within_twice_the_send_timeout(serve
 
 
 def test_a_slow_request_head_is_closed_after_the_head_timeout(server: object) -> None:
-    process, port = server("--head-timeout", "1")  # type: ignore[operator]
+    _, port = server("--head-timeout", "1")  # type: ignore[operator]
     slow = socket.create_connection(("127.0.0.1", port))
     idle = socket.create_connection(("127.0.0.1", port))
     started = time.monotonic()
@@ -170,7 +170,7 @@ def test_past_max_connections_a_request_is_answered_503(server: object) -> None:
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard <= 256:
         pytest.skip("no finite hard limit above 256 to raise to")
     port = free_port()
