@@ -328,21 +328,22 @@ class _Stream:
                     await self._respond(head_only, iterator, tg)
                 except Exception as exc:
                     self.error = exc
+                except anyio.get_cancelled_exc_class():
+                    if not tg.cancel_scope.cancel_called:  # (not ours: from outside)
+                        # At once, before the task group unwinds: a server that cancels
+                        # may give the task only a few more turns before it exits.
+                        await self._finish_cancelled()
+                    raise
                 tg.cancel_scope.cancel()  # stop the helpers: the body is complete
             if self.error is not None:
                 raise self.error
             if not self.disconnected:
                 await self._finish(response.send_timeout or _FINAL_SEND_TIMEOUT)
         except anyio.get_cancelled_exc_class():
-            # Cancelled from outside: a server's own graceful timeout, say. End the body as
-            # cleanly as the server still allows; once that is sent the response is complete
-            # and returns normally (raising would only make the server log a traceback).
-            if not self.started or self.disconnected or self.completed:
-                raise
-            if self.last_frames is None:
-                self.last_frames = open_streams.last_frames()
-            with anyio.CancelScope(shield=True):
-                await self._finish(_CANCELLED_FINISH_TIMEOUT)
+            # Cancelled from outside: a server's own graceful timeout, say. Once the body
+            # is complete the response returns normally (raising would only make the
+            # server log a traceback for a response that ended well).
+            await self._finish_cancelled()
             if not self.completed:
                 raise
         finally:
@@ -352,6 +353,16 @@ class _Stream:
                 # Shielded, and bounded like closing the source: a hook must not hang us.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(HOOK_TIMEOUT):
                     await call_maybe_async(response.on_disconnect)
+
+    async def _finish_cancelled(self) -> None:
+        """Cancelled from outside: end the body as cleanly as the server still allows
+        (shielded, bounded), with a last retry hint."""
+        if not self.started or self.disconnected or self.completed:
+            return
+        if self.last_frames is None:
+            self.last_frames = open_streams.last_frames()
+        with anyio.CancelScope(shield=True):
+            await self._finish(_CANCELLED_FINISH_TIMEOUT)
 
     async def _finish(self, limit: float) -> None:
         """The final body message, with what is still buffered and (at a shutdown) the
