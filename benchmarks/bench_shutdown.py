@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.raw_streams import (  # noqa: E402
+from tests.raw_streams import (
     PYTHON,
     ServerProcess,
     free_port,
@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, default=Path("/tmp/bench_shutdown"))
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
-    print("| streams | side | exit after SIGTERM (median s) | ended cleanly | with retry hint | cut | exit status |")
+    print(
+        "| streams | side | exit after SIGTERM (median s) | ended cleanly | with retry hint | cut | exit status |"
+    )
     print("|---|---|---|---|---|---|---|")
     for streams in args.streams:
         results: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}

@@ -19,6 +19,7 @@ Streams on several event loops (threads, asyncio and trio) are each ended on the
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -34,6 +35,8 @@ __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_RECONNECT_AFTER",
     "DEFAULT_RECONNECT_WINDOW",
+    "DEFAULT_SHUTDOWN",
+    "ShutdownOptions",
     "ShutdownReport",
     "open_stream_count",
     "reopen",
@@ -217,6 +220,57 @@ async def shutdown(
     return await open_streams.shutdown(
         grace, reconnect_after=reconnect_after, reconnect_window=reconnect_window
     )
+
+
+@dataclass(frozen=True)
+class ShutdownOptions:
+    """How a server adapter calls `shutdown` (see there); checked when made."""
+
+    grace: float = DEFAULT_GRACE
+    reconnect_after: float = DEFAULT_RECONNECT_AFTER
+    reconnect_window: float = DEFAULT_RECONNECT_WINDOW
+
+    def __post_init__(self) -> None:
+        for name in ("grace", "reconnect_after", "reconnect_window"):
+            _check_seconds(name, getattr(self, name))
+
+    async def shutdown(self) -> ShutdownReport:
+        return await shutdown(
+            self.grace,
+            reconnect_after=self.reconnect_after,
+            reconnect_window=self.reconnect_window,
+        )
+
+    _ENVIRONMENT = (
+        ("grace", "SSE_TOOLKIT_GRACE"),
+        ("reconnect_after", "SSE_TOOLKIT_RECONNECT_AFTER"),
+        ("reconnect_window", "SSE_TOOLKIT_RECONNECT_WINDOW"),
+    )
+
+    @classmethod
+    def from_environment(cls) -> ShutdownOptions:
+        """The options in ``SSE_TOOLKIT_GRACE``, ``SSE_TOOLKIT_RECONNECT_AFTER`` and
+        ``SSE_TOOLKIT_RECONNECT_WINDOW`` (the defaults where unset): how a server's worker
+        processes, which the server starts, learn them."""
+        values: dict[str, float] = {}
+        for field_name, variable in cls._ENVIRONMENT:
+            text = os.environ.get(variable)
+            if text:
+                try:
+                    values[field_name] = float(text)
+                except ValueError:
+                    message = f"{variable} must be a number of seconds, not {text!r}"
+                    raise ValueError(message) from None
+        return cls(**values)
+
+    def to_environment(self) -> None:
+        """Set the variables `from_environment` reads (for the worker processes to come)."""
+        for field_name, variable in self._ENVIRONMENT:
+            os.environ[variable] = repr(getattr(self, field_name))
+
+
+DEFAULT_SHUTDOWN = ShutdownOptions()
+"""The options every server adapter uses unless told otherwise."""
 
 
 def reopen() -> None:

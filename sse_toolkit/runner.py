@@ -32,7 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .lifecycle import DEFAULT_GRACE, DEFAULT_RECONNECT_AFTER, DEFAULT_RECONNECT_WINDOW
+from .lifecycle import (
+    DEFAULT_GRACE,
+    DEFAULT_RECONNECT_AFTER,
+    DEFAULT_RECONNECT_WINDOW,
+    ShutdownOptions,
+)
 
 __all__ = ["SERVERS", "RunOptions", "add_run_arguments", "raise_fd_limit", "run", "run_command"]
 
@@ -67,6 +72,10 @@ class RunOptions:
     log_level: str = "info"
     access_log: bool = True
     root_path: str = ""
+
+    @property
+    def shutdown(self) -> ShutdownOptions:
+        return ShutdownOptions(self.grace, self.reconnect_after, self.reconnect_window)
 
     def check(self) -> RunOptions:
         """Raise ValueError naming the option at fault; the options with defaults filled."""
@@ -258,13 +267,8 @@ def _serve_uvicorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> 
         limit_concurrency=None if opts.max_connections is None else opts.max_connections + 1,
         timeout_graceful_shutdown=int(opts.grace) + 1,
     )
-    server = Server(
-        config,
-        grace=opts.grace,
-        reconnect_after=opts.reconnect_after,
-        reconnect_window=opts.reconnect_window,
-        guard=ConnectionGuard(head_timeout=opts.head_timeout, linger=opts.linger),
-    )
+    guard = ConnectionGuard(head_timeout=opts.head_timeout, linger=opts.linger)
+    server = Server(config, shutdown=opts.shutdown, guard=guard)
     _serving(server.handle_exit)  # (a signal before uvicorn runs: it stops as it starts)
     server.run(sockets=sockets)
 
@@ -284,14 +288,7 @@ def _serve_hypercorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -
     config.root_path = opts.root_path
     app = load_app(app)
     _serving()
-    serve(
-        app,
-        config,
-        loop=opts.loop,
-        grace=opts.grace,
-        reconnect_after=opts.reconnect_after,
-        reconnect_window=opts.reconnect_window,
-    )
+    serve(app, config, loop=opts.loop, shutdown=opts.shutdown)
 
 
 def _serve_granian(app: Any, opts: RunOptions) -> None:

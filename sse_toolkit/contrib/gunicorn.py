@@ -8,7 +8,7 @@ gunicorn's master stops its workers with SIGTERM (a graceful stop: it waits
 ``--graceful-timeout``, 30 s by default) or, on SIGINT and SIGQUIT, with SIGQUIT (a quick
 one: 2 s). Either way this worker first calls `sse_toolkit.shutdown`, so every stream ends
 with a last ``retry:`` hint and a clean end of body (within ``SSE_TOOLKIT_GRACE`` seconds,
-5 by default, less than gunicorn's quick limit), then uvicorn stops as usual and the worker
+5 by default; 1 at a quick stop), then uvicorn stops as usual and the worker
 exits with status 0. It also has the runner's connection guards
 (`sse_toolkit.contrib.uvicorn.ConnectionGuard`).
 
@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 from gunicorn.workers.base import Worker as BaseWorker  # type: ignore[import-untyped]
 from uvicorn.config import Config
 
-from ..lifecycle import DEFAULT_GRACE
+from ..lifecycle import ShutdownOptions
 from .uvicorn import ConnectionGuard, Server
 
 __all__ = ["Worker"]
@@ -58,7 +58,7 @@ class Worker(BaseWorker):  # type: ignore[misc]
             logger.setLevel(gunicorn_log.level)
             logger.propagate = False
         logging.getLogger("sse_toolkit").handlers = self.log.error_log.handlers
-        self.grace = float(os.environ.get("SSE_TOOLKIT_GRACE", DEFAULT_GRACE))
+        self.shutdown_options = ShutdownOptions.from_environment()
         options: dict[str, Any] = {
             "app": None,
             "log_config": None,
@@ -100,18 +100,19 @@ class Worker(BaseWorker):  # type: ignore[misc]
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi  # (gunicorn's name for the loaded app)
-        server = Server(self.config, grace=self.grace, guard=ConnectionGuard())
+        options = self.shutdown_options
+        server = Server(self.config, shutdown=options, guard=ConnectionGuard())
         # SIGQUIT is gunicorn's quick stop: end the streams within its 2 s all the same.
-        quick_grace = min(self.grace, _QUICK_STOP_LIMIT / 2)
+        quick = replace(options, grace=min(options.grace, _QUICK_STOP_LIMIT / 2))
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGQUIT, self._quick_stop, server, quick_grace)
+        loop.add_signal_handler(signal.SIGQUIT, self._quick_stop, server, quick)
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
     @staticmethod
-    def _quick_stop(server: Server, grace: float) -> None:
-        server.grace = min(server.grace, grace)
+    def _quick_stop(server: Server, quick: ShutdownOptions) -> None:
+        server.shutdown_options = quick
         server.handle_exit(signal.SIGTERM, None)
 
     async def _notify(self) -> None:

@@ -24,13 +24,7 @@ from typing import Any
 import anyio
 
 from .._concurrency import EventLoop, current_loop
-from ..lifecycle import (
-    DEFAULT_GRACE,
-    DEFAULT_RECONNECT_AFTER,
-    DEFAULT_RECONNECT_WINDOW,
-    open_streams,
-    shutdown,
-)
+from ..lifecycle import DEFAULT_SHUTDOWN, ShutdownOptions, open_streams
 from ..manager import ChannelManager
 
 __all__ = ["serve", "shutdown_trigger"]
@@ -41,9 +35,7 @@ _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def shutdown_trigger(
     wait: Callable[[], Awaitable[object]] | None = None,
     *,
-    grace: float = DEFAULT_GRACE,
-    reconnect_after: float = DEFAULT_RECONNECT_AFTER,
-    reconnect_window: float = DEFAULT_RECONNECT_WINDOW,
+    shutdown: ShutdownOptions = DEFAULT_SHUTDOWN,
     managers: Iterable[ChannelManager] = (),
 ) -> Callable[[], Awaitable[None]]:
     """A trigger that returns once ``wait()`` does (by default: SIGINT or SIGTERM, which
@@ -54,7 +46,7 @@ def shutdown_trigger(
     async def trigger() -> None:
         open_streams.reopen()  # this process serves (again): streams may run
         await (wait or _StopSignals().wait)()
-        await shutdown(grace, reconnect_after=reconnect_after, reconnect_window=reconnect_window)
+        await shutdown.shutdown()
         for manager in targets:
             await manager.close()
 
@@ -93,18 +85,11 @@ def serve(
     config: Any,
     *,
     loop: str = "auto",
-    grace: float = DEFAULT_GRACE,
-    reconnect_after: float = DEFAULT_RECONNECT_AFTER,
-    reconnect_window: float = DEFAULT_RECONNECT_WINDOW,
+    shutdown: ShutdownOptions = DEFAULT_SHUTDOWN,
 ) -> None:
     """Serve ``app`` with hypercorn ``config`` on ``loop`` (asyncio, uvloop or trio) in this
     process until SIGINT or SIGTERM; then end the streams and stop cleanly."""
-    trigger = shutdown_trigger(
-        _StopSignals().wait,
-        grace=grace,
-        reconnect_after=reconnect_after,
-        reconnect_window=reconnect_window,
-    )
+    trigger = shutdown_trigger(_StopSignals().wait, shutdown=shutdown)
     if loop == "trio":
         import trio
         from hypercorn.trio import serve as trio_serve

@@ -34,13 +34,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._types import Receive, Scope, Send
-from ..lifecycle import (
-    DEFAULT_GRACE,
-    DEFAULT_RECONNECT_AFTER,
-    DEFAULT_RECONNECT_WINDOW,
-    open_streams,
-    shutdown,
-)
+from ..lifecycle import DEFAULT_SHUTDOWN, ShutdownOptions, open_streams
 from ..manager import ChannelManager
 
 __all__ = ["ConnectionGuard", "Server", "run"]
@@ -169,29 +163,26 @@ def _guardable(protocol: type[asyncio.Protocol]) -> bool:
 
 class Server(uvicorn.Server):
     """``uvicorn.Server`` that ends every event stream of the process on SIGINT/SIGTERM
-    (`sse_toolkit.shutdown` with ``grace`` and the reconnect window) before uvicorn's own
-    shutdown, and protects its connections with ``guard`` (None: uvicorn's own behaviour).
+    (`sse_toolkit.shutdown` with ``shutdown``'s options) before uvicorn's own shutdown, and
+    protects its connections with ``guard`` (None: uvicorn's own behaviour).
 
     ``managers`` are closed after the streams have ended (their apps' lifespan does it too).
-    uvicorn's ``timeout_graceful_shutdown`` is raised to at least ``grace`` + 1 s.
+    uvicorn's ``timeout_graceful_shutdown`` is raised to at least the grace + 1 s.
     """
 
     def __init__(
         self,
         config: uvicorn.Config,
         *,
-        grace: float = DEFAULT_GRACE,
-        reconnect_after: float = DEFAULT_RECONNECT_AFTER,
-        reconnect_window: float = DEFAULT_RECONNECT_WINDOW,
+        shutdown: ShutdownOptions = DEFAULT_SHUTDOWN,
         guard: ConnectionGuard | None = ConnectionGuard(),
         managers: Iterable[ChannelManager] = (),
     ) -> None:
         super().__init__(config)
-        self.grace = grace
-        self.reconnect_after = reconnect_after
-        self.reconnect_window = reconnect_window
+        self.shutdown_options = shutdown
         self.guard = guard
         self.managers = list(managers)
+        grace = shutdown.grace
         if config.timeout_graceful_shutdown is None or config.timeout_graceful_shutdown < grace:
             config.timeout_graceful_shutdown = int(grace) + 1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -228,13 +219,12 @@ class Server(uvicorn.Server):
         count = open_streams.count
         if count:
             log.info("shutting down: ending %d open event stream(s)", count)
-        report = await shutdown(
-            self.grace,
-            reconnect_after=self.reconnect_after,
-            reconnect_window=self.reconnect_window,
-        )
+        options = self.shutdown_options
+        report = await options.shutdown()
         if report.cut:
-            log.warning("%d event stream(s) did not end within %s s: cut", report.cut, self.grace)
+            log.warning(
+                "%d event stream(s) did not end within %s s: cut", report.cut, options.grace
+            )
         for manager in self.managers:
             await manager.close()
 
@@ -242,9 +232,7 @@ class Server(uvicorn.Server):
 def run(
     app: Any,
     *,
-    grace: float = DEFAULT_GRACE,
-    reconnect_after: float = DEFAULT_RECONNECT_AFTER,
-    reconnect_window: float = DEFAULT_RECONNECT_WINDOW,
+    shutdown: ShutdownOptions = DEFAULT_SHUTDOWN,
     guard: ConnectionGuard | None = ConnectionGuard(),
     managers: Iterable[ChannelManager] = (),
     **options: Any,
@@ -254,12 +242,4 @@ def run(
     For workers, signals and exit statuses handled as a command line would, use
     `sse_toolkit.run`.
     """
-    server = Server(
-        uvicorn.Config(app, **options),
-        grace=grace,
-        reconnect_after=reconnect_after,
-        reconnect_window=reconnect_window,
-        guard=guard,
-        managers=managers,
-    )
-    server.run()
+    Server(uvicorn.Config(app, **options), shutdown=shutdown, guard=guard, managers=managers).run()
