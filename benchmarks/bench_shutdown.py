@@ -86,9 +86,8 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, default=Path("/tmp/bench_shutdown"))
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
-    print(
-        "| streams | side | exit after SIGTERM (median s) | ended cleanly | with retry hint | cut | exit status |"
-    )
+    columns = "exit after SIGTERM (median s) | ended cleanly | with retry hint | cut | exit status"
+    print(f"| streams | side | {columns} |")
     print("|---|---|---|---|---|---|---|")
     for streams in args.streams:
         results: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
