@@ -8,8 +8,9 @@ generator) are read over raw sockets; then SIGTERM or SIGINT. Every client must 
 last ``retry:`` hint and the terminating chunk (no incomplete chunked body), the process
 must exit with status 0 within 2 s, and its log must hold no traceback.
 
-Plain ``uvicorn --timeout-graceful-shutdown 1``, where uvicorn itself cancels the streams:
-they still end cleanly, and nothing of ours is in its log.
+Plain ``uvicorn --timeout-graceful-shutdown 1`` and ``hypercorn --graceful-timeout 1``,
+where the server itself cancels the streams: they still end cleanly, and nothing of ours
+is in the log (hypercorn's asyncio worker logs a traceback of its own as it cancels).
 """
 
 from __future__ import annotations
@@ -158,12 +159,23 @@ def test_a_thousand_streams_end_cleanly_on_the_runner(tmp_path: Path) -> None:
     assert elapsed < 5.0, f"{elapsed:.2f}s to exit"
 
 
-def test_plain_uvicorn_cancelling_streams_ends_them_cleanly_and_logs_nothing_of_ours(
-    tmp_path: Path,
+PLAIN = {
+    "uvicorn": ["-m", "uvicorn", APP, "--timeout-graceful-shutdown", "1", "--port"],
+    "hypercorn-asyncio": ["-m", "hypercorn", APP, "-k", "asyncio", "--graceful-timeout", "1"],
+    "hypercorn-trio": ["-m", "hypercorn", APP, "-k", "trio", "--graceful-timeout", "1"],
+}
+
+
+@pytest.mark.parametrize("server", list(PLAIN))
+def test_a_plain_server_cancelling_streams_ends_them_cleanly_and_logs_nothing_of_ours(
+    server: str, tmp_path: Path
 ) -> None:
+    """The server's own command line, not our runner: it cancels the streams at its
+    graceful timeout; each finishes its body with a retry hint as it is cancelled."""
     port = free_port()
-    args = [PYTHON, "-m", "uvicorn", APP, "--port", str(port), "--timeout-graceful-shutdown", "1"]
-    process = ServerProcess(args, tmp_path / "uvicorn.log")
+    args = [PYTHON, *PLAIN[server]]
+    args += [str(port)] if server == "uvicorn" else ["--bind", f"127.0.0.1:{port}"]
+    process = ServerProcess(args, tmp_path / "server.log")
     try:
         process.wait_listening(port)
         streams, code, _ = stop_with_open_streams(
@@ -172,7 +184,12 @@ def test_plain_uvicorn_cancelling_streams_ends_them_cleanly_and_logs_nothing_of_
         log = process.log()
     finally:
         process.stop()
-    assert_clean(streams, log)
-    assert "Cancel 30 running task(s)" in log  # uvicorn did cancel them itself
+    for stream in streams:
+        assert stream.error is None and stream.complete, (stream.path, stream.error)
+        assert stream.retry_at_end is not None, stream.body[-200:]
     assert "sse_toolkit" not in log and "Exception in ASGI application" not in log, log
-    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
+    if server == "uvicorn":
+        assert "Cancel 30 running task(s)" in log  # uvicorn did cancel them itself
+        assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
+    else:
+        assert code == 0, log
