@@ -111,13 +111,14 @@ class ServerProcess:
         *,
         env: dict[str, str] | None = None,
         rlimit_nofile: tuple[int, int] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.args = args
         self.log_path = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
             args,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
