@@ -40,8 +40,8 @@ def command(server: str, port: int) -> list[str]:
         return run
     if server == "uvicorn-httptools-uvloop":
         return [*run, "--http", "httptools", "--loop", "uvloop"]
-    if server == "uvicorn-2-workers":
-        return [*run, "--workers", "2"]
+    if server.endswith("-2-workers"):
+        return [*command(server.removesuffix("-2-workers"), port), "--workers", "2"]
     if server.startswith("hypercorn-"):
         return [*run, "--server", "hypercorn", "--loop", server.removeprefix("hypercorn-")]
     if server == "granian":
@@ -65,7 +65,9 @@ SERVERS = [
     "uvicorn-2-workers",
     "hypercorn-asyncio",
     "hypercorn-trio",
+    "hypercorn-trio-2-workers",
     "granian",
+    "granian-2-workers",
     "gunicorn",
 ]
 
@@ -127,7 +129,7 @@ def test_every_stream_ends_cleanly_and_the_server_exits_0(
     process = ServerProcess(command(server, port), tmp_path / "server.log")
     try:
         process.wait_listening(port)
-        one_process = server != "uvicorn-2-workers"
+        one_process = not server.endswith("-2-workers")
         streams, code, elapsed = stop_with_open_streams(
             process, port, signum, STREAMS, one_process=one_process
         )
@@ -193,3 +195,48 @@ def test_a_plain_server_cancelling_streams_ends_them_cleanly_and_logs_nothing_of
         assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
     else:
         assert code == 0, log
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_http2_streams_on_hypercorn_end_cleanly(loop: str, tmp_path: Path) -> None:
+    """HTTP/2 (cleartext, prior knowledge): several streams on one connection each end
+    with a retry hint and a clean end of stream, not a reset."""
+    import httpx
+    from httpx_sse import aconnect_sse
+
+    port = free_port()
+    args = [PYTHON, "-m", "sse_toolkit", "run", APP, "--port", str(port), "--server"]
+    process = ServerProcess([*args, "hypercorn", "--loop", loop], tmp_path / "server.log")
+
+    async def read(client: httpx.AsyncClient, path: str, seen: asyncio.Event) -> list[str]:
+        lines: list[str] = []
+        async with aconnect_sse(client, "GET", f"http://127.0.0.1:{port}{path}") as source:
+            assert source.response.http_version == "HTTP/2"
+            async for event in source.aiter_sse():
+                lines.append(f"{event.event}:{event.data}:{event.retry}")
+                seen.set()
+        return lines
+
+    async def scenario() -> tuple[list[list[str]], int]:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=15) as client:
+            seen = [asyncio.Event() for _ in KINDS]
+            readers = [
+                asyncio.create_task(read(client, path, event))
+                for path, event in zip(KINDS, seen, strict=True)
+            ]
+            await until(lambda: all(e.is_set() for e in seen[2:]), 10)  # the generator ticks
+            await asyncio.sleep(0.1)  # (the channel streams are subscribed by now)
+            process.signal(signal.SIGTERM)
+            results = await asyncio.wait_for(asyncio.gather(*readers), 15)
+        return results, await asyncio.to_thread(process.wait, 15)
+
+    try:
+        process.wait_listening(port)
+        results, code = asyncio.run(scenario())
+        log = process.log()
+    finally:
+        process.stop()
+    for lines in results:
+        assert lines and lines[-1].endswith(tuple(f":{n}" for n in range(500, 5501))), lines
+    assert code == 0, log
+    assert "Traceback" not in log, log
