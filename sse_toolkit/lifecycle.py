@@ -18,10 +18,12 @@ Streams on several event loops (threads, asyncio and trio) are each ended on the
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +44,8 @@ __all__ = [
     "reopen",
     "shutdown",
 ]
+
+log = logging.getLogger("sse_toolkit")
 
 DEFAULT_GRACE = 5.0
 """How long `shutdown` waits for the streams' last bytes to be sent before it cuts them."""
@@ -155,6 +159,9 @@ class StreamRegistry:
             before = self._count
             if before:
                 self._on_empty.append((current_loop(), emptied.set))
+        started = time.monotonic()
+        if before:
+            log.info("shutting down: ending %d open event stream(s)", before)
         for loop, streams in snapshot.items():
             _call_soon(loop, lambda s=streams: _end_all(s, hint))  # type: ignore[misc]
         if before:
@@ -166,7 +173,12 @@ class StreamRegistry:
             cut = self._count
         for loop, streams in left.items():
             _call_soon(loop, lambda s=streams: _abort_all(s))  # type: ignore[misc]
-        return ShutdownReport(ended=max(before - cut, 0), cut=cut)
+        report = ShutdownReport(ended=max(before - cut, 0), cut=cut)
+        if cut:
+            log.warning("%d event stream(s) did not end within %s s: cut", cut, grace)
+        elif before:
+            log.info("%d event stream(s) ended in %.2f s", before, time.monotonic() - started)
+        return report
 
 
 def _end_all(streams: list[Endable], hint: _Hint) -> None:

@@ -348,7 +348,10 @@ class _Stream:
                 raise
         finally:
             open_streams.discard(self)
-            await aclose_quietly(iterator)
+            if batches:
+                content.close()  # type: ignore[union-attr]  # (a listener leaves at once)
+            else:
+                await aclose_quietly(iterator)
             if self.disconnected and response.on_disconnect is not None:
                 # Shielded, and bounded like closing the source: a hook must not hang us.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(HOOK_TIMEOUT):

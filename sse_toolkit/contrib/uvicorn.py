@@ -216,15 +216,7 @@ class Server(uvicorn.Server):
             self._ending = self._loop.create_task(self._shutdown_streams())
 
     async def _shutdown_streams(self) -> None:
-        count = open_streams.count
-        if count:
-            log.info("shutting down: ending %d open event stream(s)", count)
-        options = self.shutdown_options
-        report = await options.shutdown()
-        if report.cut:
-            log.warning(
-                "%d event stream(s) did not end within %s s: cut", report.cut, options.grace
-            )
+        await self.shutdown_options.shutdown()
         for manager in self.managers:
             await manager.close()
 
