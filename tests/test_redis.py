@@ -441,6 +441,8 @@ class StreamReader:
                         self._read_lines(source.response.iter_lines())
                     else:
                         for sse in source.iter_sse():
+                            if sse.retry is not None and not sse.data:
+                                continue  # a retry hint alone (at a shutdown): no event
                             if self._add(sse.id, sse.event, sse.data):
                                 break
         except BaseException as exc:

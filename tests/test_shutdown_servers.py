@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -88,26 +89,42 @@ async def until(predicate: object, timeout: float) -> None:
         await asyncio.sleep(0.02)
 
 
+@dataclass
+class Stopped:
+    """What stopping a server with open streams showed."""
+
+    streams: list[RawStream]
+    code: int  # the process's exit status
+    elapsed: float  # seconds from the signal to the exit
+    log: str
+
+
 def stop_with_open_streams(
-    server_process: ServerProcess, port: int, signum: int, count: int, *, one_process: bool
-) -> tuple[list[RawStream], int, float]:
-    """Open ``count`` streams, publish one event, send ``signum``; the streams, the exit
-    status and the seconds from the signal to the exit."""
+    args: list[str], port: int, log: Path, signum: int, count: int, *, one_process: bool
+) -> Stopped:
+    """Start ``args`` (listening on ``port``), open ``count`` streams, publish one event
+    (``one_process``: else each worker has its own standalone channel), send ``signum``."""
+    process = ServerProcess(args, log)
 
     async def scenario() -> tuple[list[RawStream], int, float]:
         paths = [KINDS[i % len(KINDS)] for i in range(count)]
         streams = await open_streams("127.0.0.1", port, paths)
         assert [s.status for s in streams] == [200] * count, [s.error for s in streams][:5]
-        if one_process:  # (with workers, each process has its own standalone channel)
+        if one_process:
             assert await post(port, "/publish") == 202
             await until(lambda: all(s.events for s in streams), 10)
         started = time.monotonic()
-        server_process.signal(signum)
+        process.signal(signum)
         await wait_ended(streams, 15)
-        code = await asyncio.to_thread(server_process.wait, 15)
+        code = await asyncio.to_thread(process.wait, 15)
         return streams, code, time.monotonic() - started
 
-    return asyncio.run(scenario())
+    try:
+        process.wait_listening(port)
+        streams, code, elapsed = asyncio.run(scenario())
+        return Stopped(streams, code, elapsed, process.log())
+    finally:
+        process.stop()
 
 
 def assert_clean(streams: list[RawStream], log: str) -> None:
@@ -126,39 +143,27 @@ def test_every_stream_ends_cleanly_and_the_server_exits_0(
     server: str, signum: int, tmp_path: Path
 ) -> None:
     port = free_port()
-    process = ServerProcess(command(server, port), tmp_path / "server.log")
-    try:
-        process.wait_listening(port)
-        one_process = not server.endswith("-2-workers")
-        streams, code, elapsed = stop_with_open_streams(
-            process, port, signum, STREAMS, one_process=one_process
-        )
-        log = process.log()
-    finally:
-        process.stop()
-    assert_clean(streams, log)
+    one_process = not server.endswith("-2-workers")
+    stopped = stop_with_open_streams(
+        command(server, port), port, tmp_path / "log", signum, STREAMS, one_process=one_process
+    )
+    assert_clean(stopped.streams, stopped.log)
     if one_process:
-        for stream in streams:
+        for stream in stopped.streams:
             assert stream.events, stream.path  # what was published before arrived
-    assert code == 0, log[-3000:]
-    assert elapsed < EXIT_WITHIN, f"{elapsed:.2f}s to exit: {log[-2000:]}"
+    assert stopped.code == 0, stopped.log[-3000:]
+    assert stopped.elapsed < EXIT_WITHIN, f"{stopped.elapsed:.2f}s: {stopped.log[-2000:]}"
 
 
 @pytest.mark.soak
 def test_a_thousand_streams_end_cleanly_on_the_runner(tmp_path: Path) -> None:
     port = free_port()
-    process = ServerProcess(command("uvicorn", port), tmp_path / "server.log")
-    try:
-        process.wait_listening(port)
-        streams, code, elapsed = stop_with_open_streams(
-            process, port, signal.SIGTERM, 1000, one_process=True
-        )
-        log = process.log()
-    finally:
-        process.stop()
-    assert_clean(streams, log)
-    assert code == 0, log[-3000:]
-    assert elapsed < 5.0, f"{elapsed:.2f}s to exit"
+    stopped = stop_with_open_streams(
+        command("uvicorn", port), port, tmp_path / "log", signal.SIGTERM, 1000, one_process=True
+    )
+    assert_clean(stopped.streams, stopped.log)
+    assert stopped.code == 0, stopped.log[-3000:]
+    assert stopped.elapsed < 5.0, f"{stopped.elapsed:.2f}s to exit"
 
 
 PLAIN = {
@@ -177,24 +182,19 @@ def test_a_plain_server_cancelling_streams_ends_them_cleanly_and_logs_nothing_of
     port = free_port()
     args = [PYTHON, *PLAIN[server]]
     args += [str(port)] if server == "uvicorn" else ["--bind", f"127.0.0.1:{port}"]
-    process = ServerProcess(args, tmp_path / "server.log")
-    try:
-        process.wait_listening(port)
-        streams, code, _ = stop_with_open_streams(
-            process, port, signal.SIGTERM, 30, one_process=True
-        )
-        log = process.log()
-    finally:
-        process.stop()
-    for stream in streams:
+    stopped = stop_with_open_streams(
+        args, port, tmp_path / "log", signal.SIGTERM, 30, one_process=True
+    )
+    log = stopped.log
+    for stream in stopped.streams:
         assert stream.error is None and stream.complete, (stream.path, stream.error)
         assert stream.retry_at_end is not None, stream.body[-200:]
     assert "sse_toolkit" not in log and "Exception in ASGI application" not in log, log
     if server == "uvicorn":
         assert "Cancel 30 running task(s)" in log  # uvicorn did cancel them itself
-        assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean stop
+        assert stopped.code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after
     else:
-        assert code == 0, log
+        assert stopped.code == 0, log
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "trio"])
