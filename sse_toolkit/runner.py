@@ -21,8 +21,6 @@ import argparse
 import contextlib
 import importlib
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import socket
@@ -316,6 +314,8 @@ class _Supervisor:
     """
 
     def __init__(self, app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
+        import multiprocessing  # (only a supervisor needs it)
+
         self.app = app
         self.opts = opts
         self.sockets = sockets
@@ -324,6 +324,8 @@ class _Supervisor:
         self.stopping = False
 
     def run(self) -> None:
+        from multiprocessing.connection import wait
+
         wake_read, wake_write = socket.socketpair()
         wake_read.setblocking(False)
         wake_write.setblocking(False)
@@ -338,7 +340,7 @@ class _Supervisor:
             log.info("started %d worker processes", len(self.workers))
             while not self.stopping:
                 sentinels = [worker.sentinel for worker in self.workers]
-                multiprocessing.connection.wait([*sentinels, wake_read])
+                wait([*sentinels, wake_read])
                 with contextlib.suppress(BlockingIOError):
                     wake_read.recv(64)
                 if not self.stopping:
