@@ -47,9 +47,13 @@ class Request:
         self.method: str = str(scope.get("method", "GET"))
         path: str = scope.get("path", "")
         root: str = scope.get("root_path", "")
-        # ASGI servers and current Starlette keep the mount prefix in `path`; some older
-        # hosts strip it. Route on what lies below the mount either way.
-        self.route_path = path[len(root) :] if root and path.startswith(root) else path
+        # ASGI servers and current Starlette keep the mount prefix in `path`; some hosts
+        # strip it (Litestar's mounts, which also leave `root_path` as the server set it).
+        # Route on what lies below the mount either way. Only a whole-segment prefix is the
+        # mount: with root_path "/app", a stripped path "/apples" is the channel "apples".
+        below = path[len(root) :]
+        is_below_root = bool(root) and path.startswith(root) and below[:1] in ("", "/")
+        self.route_path = below if is_below_root else path
         self._headers: dict[str, str] = {}
         cookies: list[str] = []
         for key, value in scope.get("headers", ()):

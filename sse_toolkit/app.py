@@ -1,7 +1,8 @@
 """`SSEApp`: a mountable ASGI app that serves a manager's channels over HTTP.
 
 Routes are relative to wherever the app is mounted (the part of ``scope["path"]`` below
-``scope["root_path"]``):
+``scope["root_path"]``); ``/{channel}/`` is ``/{channel}``, as hosts such as Litestar add
+that slash:
 
 - ``GET /{channel}``: subscribe; ``Last-Event-ID`` (header, or ``last_event_id`` query
   parameter) replays what was missed. ``HEAD`` answers the same headers and no body.
@@ -221,9 +222,9 @@ class SSEApp:
                 raise HTTPError(400, "name a channel: /{channel} or /?channel=a&channel=b")
             await self._subscribe(request, receive, send, names, merged=True)
             return
-        if path.count("/") != 1:
+        name = _channel_segment(path)
+        if name is None:
             raise HTTPError(404, "not found")
-        name = path[1:]
         if (name.startswith("_") and name != "_stats") or (name == "_stats" and not self.stats):
             raise HTTPError(404, "not found")
         if name == "_stats":
@@ -354,6 +355,19 @@ class SSEApp:
         headers = [*self.cors.headers(request), *error.headers]
         payload = {"error": error.message}
         await send_json(send, error.status, payload, headers, head=request.method == "HEAD")
+
+
+def _channel_segment(path: str) -> str | None:
+    """The name in ``/{name}`` or ``/{name}/``; None for any other path (a 404).
+
+    The trailing slash is allowed because some hosts add one: Litestar hands a mounted app
+    ``/news/`` for a request to ``/prefix/news``. A name cannot contain ``/``, so
+    ``/{name}/`` can mean nothing else; ``//`` and ``/a/b`` stay unknown routes.
+    """
+    if not path.startswith("/"):
+        return None
+    name = path[1:-1] if path.endswith("/") else path[1:]
+    return name if name and "/" not in name else None
 
 
 def _source(channels: list[SSEChannel], last_event_id: str | None, *, merged: bool) -> Any:
