@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sse_toolkit import EventStreamResponse, SSEChannel
+from sse_toolkit import EventStreamResponse, SSEChannel, lifecycle
 
 from .asgi import WAIT
 from .servers import SERVERS, serve
@@ -72,6 +72,7 @@ class Plan:
     small_buffer: bool
     max_duration: bool = False  # the server ends the body after 20 ms
     cancel_after_ms: int | None = None  # the caller cancels the response after that long
+    shutdown_after_ms: int | None = None  # the process shuts down (grace 50 ms) after that
 
 
 @st.composite
@@ -110,6 +111,7 @@ def plans(draw: st.DrawFn) -> Plan:
         small_buffer=draw(st.booleans()),
         max_duration=draw(st.booleans()),
         cancel_after_ms=draw(st.none() | st.integers(0, 30)),
+        shutdown_after_ms=draw(st.none() | st.integers(0, 30)),
     )
 
 
@@ -126,6 +128,7 @@ class HostilePeer:
         self.receive_fault_hit = False
         self.cancelled = False  # a fault cancelled the response from outside
         self.timer_fired = False  # the caller's timer did (at any await point)
+        self.shut_down = False  # the process shut down (sse_toolkit.shutdown)
         self._receive_now = anyio.Event()
         self.gone = False  # the connection is dead: every later send fails the same way
 
@@ -278,6 +281,8 @@ async def drive(plan: Plan) -> None:
                 tg.start_soon(source.publish)
             if plan.cancel_after_ms is not None:
                 tg.start_soon(cancel_later, peer, plan.cancel_after_ms / 1000)
+            if plan.shutdown_after_ms is not None:
+                tg.start_soon(shut_down_later, peer, plan.shutdown_after_ms / 1000)
             try:
                 await response(http_scope(), peer.receive, peer.send)
             except SourceError as exc:
@@ -285,7 +290,14 @@ async def drive(plan: Plan) -> None:
             except Exception as exc:  # an ExceptionGroup, ServerBug: anything else
                 pytest.fail(f"{plan}: {exc!r} escaped the response")
             tg.cancel_scope.cancel()
+    lifecycle.reopen()  # (once the shutdown task is surely over: the next example's must run)
+    assert lifecycle.open_stream_count() == 0, "the stream is still registered"
     assert not outer.cancelled_caught or peer.cancelled or peer.timer_fired, plan
+    if peer.shut_down and peer.finished and not (peer.cancelled or peer.timer_fired):
+        # Ended by the shutdown (a last retry hint), or it had ended by itself before.
+        by_shutdown = re.search(rb"retry: \d+\n\n$", peer.body) is not None
+        ended_itself = plan.max_duration or (not plan.endless and raised is None)
+        assert by_shutdown or ended_itself, (plan, peer.body[-100:])
     if raised is not None:
         assert plan.raises_after is not None, plan
     source.assert_closed()
@@ -293,7 +305,8 @@ async def drive(plan: Plan) -> None:
 
     received = [e.data for e in parse(peer.body).events]
     assert received == source.expected[: len(received)], (plan, received)
-    if peer.finished and not plan.max_duration and not (peer.cancelled or peer.timer_fired):
+    ended_early = peer.cancelled or peer.timer_fired or peer.shut_down
+    if peer.finished and not plan.max_duration and not ended_early:
         assert received == source.expected, plan
         assert raised is None, plan
     if raised is not None and not (peer.send_fault_hit or peer.receive_fault_hit):
@@ -317,6 +330,12 @@ async def drive(plan: Plan) -> None:
         assert hook_calls == ["gone"], plan  # a failed or stalled send drops the client
     if hook_calls:
         assert peer.send_fault_hit or peer.receive_fault_hit, plan
+
+
+async def shut_down_later(peer: HostilePeer, delay: float) -> None:
+    await anyio.sleep(delay)
+    peer.shut_down = True
+    await lifecycle.shutdown(grace=0.05)
 
 
 async def cancel_later(peer: HostilePeer, delay: float) -> None:
