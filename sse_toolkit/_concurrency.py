@@ -54,6 +54,19 @@ class EventLoop:
         with contextlib.suppress(trio.RunFinishedError):
             self._trio.run_sync_soon(callback)  # thread-safe, and fine from its own thread
 
+    def call_soon_from_signal(self, callback: Callable[[], object]) -> None:
+        """`call_soon` from a signal handler: a handler runs in the loop's own thread, but
+        between its steps, where only the thread-safe path wakes a loop that sleeps."""
+        loop = self._asyncio
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # closed loop: nobody waits there
+                loop.call_soon_threadsafe(callback)
+            return
+        import trio
+
+        with contextlib.suppress(trio.RunFinishedError):
+            self._trio.run_sync_soon(callback)
+
     def is_current(self) -> bool:
         """Whether this is the event loop running in the calling thread (cheap: a loop
         runs in one thread; a trio run in that thread is taken to be this one)."""

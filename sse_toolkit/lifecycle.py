@@ -90,6 +90,7 @@ class StreamRegistry:
         self._lock = threading.Lock()
         self._by_loop: dict[EventLoop | None, set[Endable]] = {}
         self._count = 0
+        self._ended = 0  # streams ended since the process began (a shutdown counts its own)
         self._closing: _Hint | None = None  # set from a shutdown on: new streams end at once
         self._on_empty: list[tuple[EventLoop | None, Callable[[], object]]] = []
 
@@ -121,6 +122,7 @@ class StreamRegistry:
             if not streams:
                 del self._by_loop[loop]
             self._count -= 1
+            self._ended += 1
             waiters = self._on_empty if self._count == 0 else ()
             self._on_empty = [] if waiters else self._on_empty
         for waiter_loop, callback in waiters:
@@ -152,33 +154,47 @@ class StreamRegistry:
         _check_seconds("reconnect_after", reconnect_after)
         _check_seconds("reconnect_window", reconnect_window)
         hint = _Hint(reconnect_after, reconnect_window)
-        emptied = anyio.Event()
         with self._lock:
             self._closing = hint
             snapshot = {loop: list(streams) for loop, streams in self._by_loop.items()}
             before = self._count
-            if before:
-                self._on_empty.append((current_loop(), emptied.set))
+            ended_before = self._ended
         started = time.monotonic()
         if before:
             log.info("shutting down: ending %d open event stream(s)", before)
         for loop, streams in snapshot.items():
             _call_soon(loop, lambda s=streams: _end_all(s, hint))  # type: ignore[misc]
-        if before:
-            with anyio.move_on_after(grace):
-                await emptied.wait()
+        # Until none is open: streams that start meanwhile end at once, and are waited for.
+        with anyio.move_on_after(grace):
+            while await self._wait_until_empty():
+                pass
         with self._lock:
-            self._on_empty = [w for w in self._on_empty if w[1] != emptied.set]
             left = {loop: list(streams) for loop, streams in self._by_loop.items()}
             cut = self._count
+            ended = self._ended - ended_before
         for loop, streams in left.items():
             _call_soon(loop, lambda s=streams: _abort_all(s))  # type: ignore[misc]
-        report = ShutdownReport(ended=max(before - cut, 0), cut=cut)
         if cut:
             log.warning("%d event stream(s) did not end within %s s: cut", cut, grace)
-        elif before:
-            log.info("%d event stream(s) ended in %.2f s", before, time.monotonic() - started)
-        return report
+        elif ended:
+            log.info("%d event stream(s) ended in %.2f s", ended, time.monotonic() - started)
+        return ShutdownReport(ended=ended, cut=cut)
+
+    async def _wait_until_empty(self) -> bool:
+        """Wait until no stream is open; False at once if none is (True: look again)."""
+        emptied = anyio.Event()
+        waiter = (current_loop(), emptied.set)
+        with self._lock:
+            if self._count == 0:
+                return False
+            self._on_empty.append(waiter)
+        try:
+            await emptied.wait()
+        finally:
+            with self._lock:
+                if waiter in self._on_empty:
+                    self._on_empty.remove(waiter)
+        return True
 
 
 def _end_all(streams: list[Endable], hint: _Hint) -> None:

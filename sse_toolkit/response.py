@@ -287,7 +287,8 @@ class _Stream:
         self.watched = True  # a watchdog reads send_started / last_activity
         self.started = False  # http.response.start was sent
         self.head_only = False
-        self.sending = False  # a body message is being sent (a shutdown lets it finish)
+        self.sending = False  # a message is being sent (an end lets it finish)
+        self.ending = False  # end soon, cleanly (a shutdown, max_duration)
         self.finishing = False  # the final body message is being sent
         self.completed = False  # ... and it was
         self.last_frames: bytes | None = None  # set by a shutdown: its retry hint
@@ -307,6 +308,7 @@ class _Stream:
         self.head_only = head_only
         # Known to the process while it runs, so that a shutdown can end it cleanly.
         self.last_frames = open_streams.add(self)
+        self.ending = self.last_frames is not None  # the process is shutting down: end now
         try:
             if not batches:
                 iterator = _iterate(content)
@@ -314,7 +316,7 @@ class _Stream:
             # watchdog a stuck send, even while ``http.response.start`` is being sent.
             async with anyio.create_task_group() as tg:
                 self.cancel_scope = tg.cancel_scope
-                if self.last_frames is not None:  # the process is shutting down: end now
+                if self.ending:  # (asked before the scope was there: see _end_soon)
                     tg.cancel_scope.cancel()
                 tg.start_soon(self._watch_disconnect)
                 self.watched = (
@@ -335,10 +337,16 @@ class _Stream:
                         await self._finish_cancelled()
                     raise
                 tg.cancel_scope.cancel()  # stop the helpers: the body is complete
+            limit = response.send_timeout or _FINAL_SEND_TIMEOUT
             if self.error is not None:
+                if self.buffer and not (self.disconnected or self.sending):
+                    # What the source yielded before it failed is sent (an end cut the
+                    # sending short), then its error propagates, the body left unfinished.
+                    with anyio.move_on_after(limit):
+                        await self._send_body(b"".join(self.buffer))
                 raise self.error
             if not self.disconnected:
-                await self._finish(response.send_timeout or _FINAL_SEND_TIMEOUT)
+                await self._finish(limit)
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: a server's own graceful timeout, say. Once the body
             # is complete the response returns normally (raising would only make the
@@ -373,8 +381,11 @@ class _Stream:
         with anyio.move_on_after(limit) as final:
             self.cancel_scope = final
             self.finishing = True
-            # (max_duration or a shutdown may come before the start was sent: no body then)
-            if self.started or await self._send_or_drop(self._start_message()):
+            # (max_duration or a shutdown may come before the start was sent: no body
+            # then; if a start was cut short by a cancellation, nothing can follow it)
+            if self.started or (
+                not self.sending and await self._send_or_drop(self._start_message())
+            ):
                 self.started = True
                 tail = b""
                 if not self.head_only:
@@ -395,10 +406,15 @@ class _Stream:
         """The process shuts down: send ``last_frames`` and end the body cleanly."""
         if self.last_frames is None:
             self.last_frames = last_frames
-        # A send in flight is let finish (it checks on its way out): what it carries
-        # may already be off the source.
+        self._end_soon()
+
+    def _end_soon(self) -> None:
+        """End the body cleanly. A send in flight is let finish (what it carries is off
+        the source): the sender checks ``ending`` before it takes anything more, and what
+        is left in the buffer goes out with the final message."""
+        self.ending = True
         if not (self.finishing or self.sending) and self.cancel_scope is not None:
-            self.cancel_scope.cancel()
+            self.cancel_scope.cancel()  # only waits are interrupted: nothing is in flight
 
     def abort(self) -> None:
         """The shutdown's grace ran out: stop now, as if the client had gone."""
@@ -406,12 +422,16 @@ class _Stream:
 
     async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:
         """Everything before the final body message: start, retry, the events."""
+        if self.ending:
+            return  # (the final message will carry the start)
         response = self.response
+        self.sending = True
         if not await self._send_or_drop(self._start_message()):
             await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
             return
+        self.sending = False
         self.started = True
-        if head_only:
+        if head_only or self.ending:
             return
         if response.retry_frame is not None:
             await self._send_body(response.retry_frame)
@@ -461,11 +481,8 @@ class _Stream:
         else:
             sent = await self._send_or_drop(message)
         self.sending = False
-        if sent:
-            if self.last_frames is not None and self.cancel_scope is not None:
-                self.cancel_scope.cancel()  # a shutdown came during the send: end now
-            return
-        await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
+        if not sent:
+            await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
 
     def _drop(self, error: BaseException | None = None) -> None:
         """The client is gone (or a send or receive failed, which means the same here)."""
@@ -482,16 +499,19 @@ class _Stream:
             source.use_heartbeat(self.response.heartbeat_interval)
         next_frames = source.next_frames
         send_body = self._send_body
-        while True:
+        while not self.ending:
             try:
                 chunk = await next_frames()
             except StopAsyncIteration:
+                return
+            if self.ending:  # (it came as the frames did: they go with the final message)
+                self.buffer.append(chunk)
                 return
             await send_body(chunk)
 
     async def _drain(self) -> None:
         buffer = self.buffer
-        while True:
+        while not self.ending:  # (then what is buffered goes with the final message)
             if buffer:
                 chunk = buffer[0] if len(buffer) == 1 else b"".join(buffer)
                 buffer.clear()
@@ -564,10 +584,11 @@ class _Stream:
         while True:
             now = time.monotonic()
             if now >= end_at:
-                # Time is up (an expiring token, say): end the body cleanly, not as a drop.
-                if self.cancel_scope is not None:
-                    self.cancel_scope.cancel()
-                return
+                # Time is up (an expiring token, say): end the body cleanly, not as a drop
+                # (and go on watching: a send in flight may still stall).
+                self._end_soon()
+                end_at = math.inf
+                continue
             wake_at = end_at
             sending_since = self.send_started
             if timeout is not None:

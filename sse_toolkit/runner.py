@@ -21,15 +21,18 @@ import argparse
 import contextlib
 import importlib
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ._concurrency import CLOSE_TIMEOUT
 from .lifecycle import (
     DEFAULT_GRACE,
     DEFAULT_RECONNECT_AFTER,
@@ -49,6 +52,9 @@ LOOPS = {
 }
 _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _FD_RESERVE = 256  # files kept free for everything but connections (logs, Redis, ...)
+_HYPERCORN_AFTER_GRACE = 2.0
+_FAST_FAILURES = 5  # a worker that dies this many times in a row soon after its start
+_FAST = 10.0  # (seconds) makes the supervisor give up
 
 
 @dataclass(frozen=True)
@@ -92,8 +98,12 @@ class RunOptions:
             value = getattr(self, name)
             if value is None and name == "head_timeout":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value < math.inf
+            ):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
         if self.max_connections is not None and (
             type(self.max_connections) is not int or self.max_connections < 1
         ):
@@ -121,8 +131,8 @@ def run(app: Any, **options: Any) -> None:
         try:
             if opts.workers == 1:
                 _serve(app, opts, [sock])
-            else:
-                _Supervisor(app, opts, [sock]).run()
+            elif _Supervisor(app, opts, [sock]).run():
+                raise SystemExit(1)
         finally:
             sock.close()
 
@@ -263,7 +273,6 @@ def _serve_uvicorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> 
         root_path=opts.root_path,
         # (uvicorn counts the connection asking too: N + 1 serves N)
         limit_concurrency=None if opts.max_connections is None else opts.max_connections + 1,
-        timeout_graceful_shutdown=int(opts.grace) + 1,
     )
     guard = ConnectionGuard(head_timeout=opts.head_timeout, linger=opts.linger)
     server = Server(config, shutdown=opts.shutdown, guard=guard)
@@ -279,10 +288,12 @@ def _serve_hypercorn(app: Any, opts: RunOptions, sockets: list[socket.socket]) -
     config = Config()
     # (hypercorn closes the sockets it is given: it gets its own copies)
     config.bind = [f"fd://{os.dup(sock.fileno())}" for sock in sockets]
-    config.graceful_timeout = opts.grace + 1
+    # (after the trigger, which has waited the grace: what is left are sources closing)
+    config.graceful_timeout = _HYPERCORN_AFTER_GRACE
     config.loglevel = opts.log_level.upper()
     config.accesslog = "-" if opts.access_log else None
-    config.errorlog = "-"
+    for name in ("hypercorn.error", "hypercorn.access"):  # (its own handlers write them)
+        logging.getLogger(name).propagate = False
     config.root_path = opts.root_path
     app = load_app(app)
     _serving()
@@ -308,9 +319,11 @@ def _worker(app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
 class _Supervisor:
     """Runs ``workers`` processes on shared sockets; on SIGINT/SIGTERM, stops them in order.
 
-    A worker that dies on its own is replaced; on a stop signal each worker gets SIGTERM
-    (it ends its streams, then its server stops), and the parent waits for them for the
-    grace plus the server's own shutdown, then kills what is left.
+    A worker that dies on its own is replaced, unless workers keep dying soon after they
+    start (an app that cannot start): then the supervisor stops, with status 1. On a stop
+    signal each worker gets SIGTERM (it ends its streams, then its server stops), and the
+    parent waits for all of them at once for the grace plus the time sources may take to
+    close, then kills what is left (status 1: something did not stop cleanly).
     """
 
     def __init__(self, app: Any, opts: RunOptions, sockets: list[socket.socket]) -> None:
@@ -321,9 +334,13 @@ class _Supervisor:
         self.sockets = sockets
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[Any] = []
+        self.started_at: dict[int, float] = {}  # by pid
+        self.fast_failures = 0
         self.stopping = False
+        self.failed = False
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Serve until a stop signal; the exit status (0: every worker stopped cleanly)."""
         from multiprocessing.connection import wait
 
         wake_read, wake_write = socket.socketpair()
@@ -352,19 +369,28 @@ class _Supervisor:
                 signal.signal(signum, handler)
             wake_read.close()
             wake_write.close()
+        return 1 if self.failed else 0
 
     def _start(self) -> Any:
         process = self.context.Process(
             target=_worker, args=(self.app, self.opts, self.sockets), daemon=False
         )
         process.start()
+        self.started_at[process.pid or 0] = time.monotonic()
         return process
 
     def _replace_dead(self) -> None:
         for index, worker in enumerate(self.workers):
-            if not worker.is_alive():
-                log.warning("worker %s exited (%s): starting another", worker.pid, worker.exitcode)
-                self.workers[index] = self._start()
+            if worker.is_alive():
+                continue
+            lived = time.monotonic() - self.started_at.pop(worker.pid, 0.0)
+            self.fast_failures = self.fast_failures + 1 if lived < _FAST else 0
+            if self.fast_failures >= _FAST_FAILURES:
+                log.error("workers keep exiting as they start (%s): stopping", worker.exitcode)
+                self.failed = self.stopping = True
+                return
+            log.warning("worker %s exited (%s): starting another", worker.pid, worker.exitcode)
+            self.workers[index] = self._start()
 
     def _stop_all(self) -> None:
         log.info("stopping %d worker processes", len(self.workers))
@@ -372,11 +398,13 @@ class _Supervisor:
             if worker.is_alive() and worker.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGTERM)
-        deadline = self.opts.grace + 10.0  # the streams' grace, then the server's own stop
+        # The streams' grace, sources closing, then the server's own stop: for all at once.
+        deadline = time.monotonic() + self.opts.grace + CLOSE_TIMEOUT + 5.0
         for worker in self.workers:
-            worker.join(deadline)
+            worker.join(max(deadline - time.monotonic(), 0.0))
             if worker.is_alive():
                 log.error("worker %s did not stop in time: killed", worker.pid)
+                self.failed = True
                 worker.kill()
                 worker.join()
 

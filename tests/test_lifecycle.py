@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -234,3 +235,77 @@ def test_every_hint_is_in_the_window(after: float, window: float) -> None:
     match = RETRY.fullmatch(frame)
     assert match is not None
     assert after * 1000 <= int(match.group(1)) <= (after + window) * 1000 + 1
+
+
+class AwaitingClient(Client):
+    """A server whose ``send`` awaits before it writes (hypercorn on trio; middleware)."""
+
+    async def send(self, message: Any) -> None:
+        await anyio.sleep(0.002)
+        await super().send(message)
+
+
+async def numbered() -> AsyncIterator[dict[str, Any]]:
+    n = 0
+    while True:
+        yield {"data": n, "id": str(n)}
+        n += 1
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("how", ["shutdown", "max_duration"])
+async def test_an_end_during_awaiting_sends_loses_nothing_and_starts_once(how: str) -> None:
+    """Whatever the generator produced reaches the client, in order, before a clean end;
+    one ``http.response.start`` (an end that cut the start short used to send a second)."""
+    client = AwaitingClient()
+    produced: list[int] = []
+
+    async def source() -> AsyncIterator[dict[str, Any]]:
+        async for event in numbered():
+            produced.append(event["data"])
+            yield event
+
+    max_duration = 0.05 if how == "max_duration" else None
+    response = EventStreamResponse(source(), max_duration=max_duration, max_buffer_bytes=64)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve, response, client)
+        await wait_for(lambda: len(client.messages) >= 5)
+        if how == "shutdown":
+            await sse_toolkit.shutdown(grace=WAIT)
+    starts = [m for m in client.messages if m["type"] == "http.response.start"]
+    assert len(starts) == 1
+    assert client.finished
+    received = [int(e.data) for e in parse(client.body).events]
+    assert received == produced, (len(received), len(produced))
+
+
+async def test_a_shutdown_as_the_stream_starts_sends_one_start() -> None:
+    client = AwaitingClient()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve, EventStreamResponse(forever()), client)
+        await anyio.lowlevel.checkpoint()  # the start is being sent (it awaits)
+        await sse_toolkit.shutdown(grace=WAIT)
+    assert [m["type"] for m in client.messages].count("http.response.start") == 1
+    ended_with_retry(client, 500, 5500)
+
+
+async def test_a_stream_that_starts_as_the_last_one_ends_is_waited_for_not_cut() -> None:
+    """B registers in the very turn A leaves (from A's source closing): the shutdown,
+    woken by the count reaching zero, must wait for B too, not cut it."""
+    first, second = Client(), Client()
+    async with anyio.create_task_group() as tg:
+
+        async def first_source() -> AsyncIterator[str]:
+            try:
+                yield "a"
+                await anyio.sleep_forever()
+            finally:
+                tg.start_soon(serve, EventStreamResponse(forever()), second)
+
+        tg.start_soon(serve, EventStreamResponse(first_source()), first)
+        await wait_for(lambda: b"data: a" in first.body)
+        report = await sse_toolkit.shutdown(grace=WAIT)
+        await wait_for(lambda: second.finished)
+    assert report == sse_toolkit.ShutdownReport(ended=2, cut=0)
+    ended_with_retry(first, 500, 5500)
+    ended_with_retry(second, 500, 5500)

@@ -71,7 +71,7 @@ class _StopSignals:
         self.requested = True
         stop, loop = self._stop, self._loop
         if stop is not None and loop is not None:
-            loop.call_soon(stop.set)  # thread-safe: wakes the loop from the signal handler
+            loop.call_soon_from_signal(stop.set)
 
     async def wait(self) -> None:
         self._stop = anyio.Event()

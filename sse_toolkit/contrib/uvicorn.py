@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import struct
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .._concurrency import CLOSE_TIMEOUT
 from .._types import Receive, Scope, Send
 from ..lifecycle import DEFAULT_SHUTDOWN, ShutdownOptions, open_streams
 from ..manager import ChannelManager
@@ -167,7 +169,10 @@ class Server(uvicorn.Server):
     protects its connections with ``guard`` (None: uvicorn's own behaviour).
 
     ``managers`` are closed after the streams have ended (their apps' lifespan does it too).
-    uvicorn's ``timeout_graceful_shutdown`` is raised to at least the grace + 1 s.
+    uvicorn's ``timeout_graceful_shutdown`` is raised to at least the grace plus the time
+    a stream's source may take to close (`CLOSE_TIMEOUT`), plus 1 s: uvicorn must not
+    cancel a stream that is ending cleanly. Asked again with a shorter grace (gunicorn's
+    quick stop after its graceful one), the streams still open are cut sooner.
     """
 
     def __init__(
@@ -183,10 +188,12 @@ class Server(uvicorn.Server):
         self.guard = guard
         self.managers = list(managers)
         grace = shutdown.grace
-        if config.timeout_graceful_shutdown is None or config.timeout_graceful_shutdown < grace:
-            config.timeout_graceful_shutdown = int(grace) + 1
+        needed = int(grace + CLOSE_TIMEOUT) + 1
+        if config.timeout_graceful_shutdown is None or config.timeout_graceful_shutdown < needed:
+            config.timeout_graceful_shutdown = needed
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ending: asyncio.Task[None] | None = None
+        self._ending: list[asyncio.Task[None]] = []  # one per (shorter) grace asked for
+        self._ending_grace = math.inf
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -211,12 +218,14 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     def _end_streams(self) -> None:
-        if self._ending is None:
+        options = self.shutdown_options
+        if options.grace < self._ending_grace:  # (a shutdown with a longer grace runs on)
             assert self._loop is not None
-            self._ending = self._loop.create_task(self._shutdown_streams())
+            self._ending_grace = options.grace
+            self._ending.append(self._loop.create_task(self._shutdown_streams(options)))
 
-    async def _shutdown_streams(self) -> None:
-        await self.shutdown_options.shutdown()
+    async def _shutdown_streams(self, options: ShutdownOptions) -> None:
+        await options.shutdown()
         for manager in self.managers:
             await manager.close()
 
