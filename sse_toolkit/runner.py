@@ -125,6 +125,7 @@ def run(app: Any, **options: Any) -> None:
     _configure_logging(opts.log_level)
     with _exit_signals_only_request_exit():
         if opts.server == "granian":
+            _bind(opts.host, opts.port).close()  # (a port in use: one line, not granian's)
             _serve_granian(app, opts)  # granian binds and runs its workers itself
             return
         sock = _bind(opts.host, opts.port)

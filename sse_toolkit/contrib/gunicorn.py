@@ -57,7 +57,10 @@ class Worker(BaseWorker):  # type: ignore[misc]
             logger.handlers = gunicorn_log.handlers
             logger.setLevel(gunicorn_log.level)
             logger.propagate = False
-        logging.getLogger("sse_toolkit").handlers = self.log.error_log.handlers
+        ours = logging.getLogger("sse_toolkit")
+        ours.handlers = self.log.error_log.handlers
+        ours.setLevel(self.log.error_log.level)
+        ours.propagate = False
         self.shutdown_options = ShutdownOptions.from_environment()
         options: dict[str, Any] = {
             "app": None,
