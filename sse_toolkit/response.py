@@ -73,6 +73,7 @@ _DEFAULT_HEADERS: Final = {
     "x-accel-buffering": "no",  # nginx: do not buffer the stream
 }
 _HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
+_HEARTBEAT_HEADER: Final = b"x-sse-heartbeat"  # the interval, in seconds (see the client)
 _FINAL_SEND_TIMEOUT: Final = 5.0
 # Cancelled from outside (a server's own graceful timeout): how long the last body message
 # may take before the cancellation goes on.
@@ -259,6 +260,11 @@ class EventStreamResponse:
         self.status_code = _check_status(status_code)
         self.raw_headers = _header_list(headers)
         self.heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval)
+        if self.heartbeat_interval is not None and not any(
+            name == _HEARTBEAT_HEADER for name, _ in self.raw_headers
+        ):
+            # Announced, so that a client can tell a silent connection from a dead one.
+            self.raw_headers.append((_HEARTBEAT_HEADER, repr(self.heartbeat_interval).encode()))
         self.send_timeout = check_seconds("send_timeout", send_timeout)
         self.retry_frame = encode(retry=retry) if retry is not None else None
         self.on_disconnect = on_disconnect
