@@ -14,7 +14,8 @@ It does what a browser's ``EventSource`` does, plus what services need:
   current retry delay (``retry`` seconds, or what the server's ``retry:`` field says), with
   exponential backoff and jitter up to ``max_retry`` while connections keep failing (reset
   once one delivers an event), and sends ``Last-Event-ID`` every time: the server replays
-  what was missed. ``events.last_event_id`` is where it resumes.
+  what was missed. ``events.last_event_id`` is where it resumes. No wait is ever longer
+  than ``max_retry``, whatever a server's ``retry:`` or ``Retry-After`` says.
 - It stops for good, raising `StreamStopped` with the status, on 204 (the spec's "stop"), on
   4xx other than 408 and 429, and on a response that is not ``text/event-stream``. On 429
   and 503 it waits what ``Retry-After`` says.
@@ -150,10 +151,12 @@ class _Policy:
     def next_delay(self, server_delay: float | None) -> float:
         """Seconds to wait before the next attempt (a failure has just happened)."""
         self.reconnects += 1
+        # (max_retry bounds every wait: a server's retry: or Retry-After of days, or a
+        # garbage one, must not park the client for good)
         if server_delay is not None:
             self.failures += 1
-            return server_delay
-        base = self.retry
+            return min(server_delay, self.max_retry)
+        base = min(self.retry, self.max_retry)
         delay = base
         if self.failures:  # exponential backoff with jitter, never below the retry delay
             ceiling = min(self.max_retry, base * 2**self.failures)

@@ -445,6 +445,25 @@ async def test_retry_after_is_honoured(code: int) -> None:
     assert 1.0 - EPS <= gap <= 1.0 + TOL + 0.1, gap
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        status(503, ("retry-after", "999999999")),
+        status(429, ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")),
+        sse(b"retry: 99999999999\ndata: a\n\n", end=END),
+    ],
+    ids=["retry-after-seconds", "retry-after-date", "server-retry"],
+)
+async def test_no_wait_is_longer_than_max_retry(first: Response) -> None:
+    """A server's huge retry: or Retry-After must not park the client for good."""
+    with script_server([first, sse(b"data: ok\n\n")]) as server:
+        n = 2 if first.status == 200 else 1
+        got = await collect(server.url, n, retry=0.05, max_retry=0.3)
+        gap = server.gap(0)
+    assert got[-1].data == "ok"
+    assert gap <= 0.3 + TOL, gap
+
+
 async def test_408_is_retried() -> None:
     with script_server([status(408), sse(b"data: ok\n\n")]) as server:
         got = await collect(server.url, 1, retry=FAST)
