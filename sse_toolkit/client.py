@@ -66,6 +66,7 @@ HEARTBEAT_HEADER = "x-sse-heartbeat"
 _SILENCE_FACTOR = 2.5  # heartbeats missed before the connection counts as dead
 _CONNECT_TIMEOUT = 10.0
 _RETRY_STATUSES = frozenset({408, 429})  # 4xx that mean "later", not "never"
+_MIN_BACKOFF = 0.1  # seconds: connections that keep failing never reconnect faster
 
 
 class StreamStopped(Exception):
@@ -113,14 +114,17 @@ class _Policy:
 
     @property
     def retry(self) -> float:
-        """The reconnect delay (seconds): the server's ``retry:`` field, or the default."""
+        """The reconnect delay (seconds): the server's ``retry:`` field, or the default;
+        never more than ``max_retry``."""
         server = self.parser.retry
-        return self.default_retry if server is None else server / 1000
+        seconds = self.default_retry if server is None else min(server, 10**15) / 1000
+        return min(seconds, self.max_retry)
 
     def request_headers(self) -> dict[str, str]:
         headers = {"accept": "text/event-stream", "cache-control": "no-cache", **self.headers}
         if self.parser.last_event_id:
-            headers["last-event-id"] = self.parser.last_event_id
+            # (UTF-8, as EventSource sends it: an id need not be ASCII)
+            headers["last-event-id"] = self.parser.last_event_id.encode()  # type: ignore[assignment]
         return headers
 
     def timeout(self) -> httpx.Timeout:
@@ -153,16 +157,17 @@ class _Policy:
         self.reconnects += 1
         # (max_retry bounds every wait: a server's retry: or Retry-After of days, or a
         # garbage one, must not park the client for good)
-        if server_delay is not None:
-            self.failures += 1
-            return min(server_delay, self.max_retry)
-        base = min(self.retry, self.max_retry)
-        delay = base
-        if self.failures:  # exponential backoff with jitter, never below the retry delay
-            ceiling = min(self.max_retry, base * 2**self.failures)
-            delay = random.uniform(base, max(base, ceiling))
+        failing = self.failures > 0
         self.failures += 1
-        return delay
+        if server_delay is not None:
+            return min(max(server_delay, _MIN_BACKOFF), self.max_retry)
+        base = self.retry
+        if not failing:
+            return base  # (what the server asked, even 0, after a connection that worked)
+        # Exponential backoff with jitter, never below the retry delay, never a tight loop.
+        floor = min(max(base, _MIN_BACKOFF), self.max_retry)
+        ceiling = min(self.max_retry, max(floor, base * 2 ** min(self.failures, 32)))
+        return random.uniform(floor, ceiling)
 
 
 class _Progress:
@@ -202,6 +207,7 @@ class AsyncEventStream(_Progress):
         self._events: AsyncGenerator[Event, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[Event]:
+        # A loop left by a cancellation closed the reader: a new loop resumes where it was.
         if self._events is None:
             self._events = self._read()
         return self._events
@@ -212,17 +218,25 @@ class AsyncEventStream(_Progress):
 
     async def _read(self) -> AsyncGenerator[Event, None]:
         policy = self._policy
-        while True:
-            server_delay: float | None = None
-            try:
-                async with aclosing(self._connection()) as events:
-                    async for event in events:
-                        yield event
-            except _Reconnect as retry:
-                server_delay = retry.delay
-            except (httpx.TransportError, anyio.EndOfStream, anyio.BrokenResourceError):
-                pass  # a network error, a timeout, a broken stream: try again
-            await anyio.sleep(policy.next_delay(server_delay))
+        try:
+            while True:
+                server_delay: float | None = None
+                try:
+                    async with aclosing(self._connection()) as events:
+                        async for event in events:
+                            yield event
+                except _Reconnect as retry:
+                    server_delay = retry.delay
+                except (
+                    httpx.TransportError,
+                    httpx.DecodingError,
+                    anyio.EndOfStream,
+                    anyio.BrokenResourceError,
+                ):
+                    pass  # a network error, a timeout, a broken or garbled stream: try again
+                await anyio.sleep(policy.next_delay(server_delay))
+        finally:
+            self._events = None  # (ended by an exception: a new loop starts a new reader)
 
     async def _connection(self) -> AsyncGenerator[Event, None]:
         policy = self._policy
@@ -260,6 +274,7 @@ class EventStream(_Progress):
         self._events: Generator[Event, None, None] | None = None
 
     def __iter__(self) -> Iterator[Event]:
+        # A loop left by an exception closed the reader: a new loop resumes where it was.
         if self._events is None:
             self._events = self._read()
         return self._events
@@ -270,15 +285,18 @@ class EventStream(_Progress):
 
     def _read(self) -> Generator[Event, None, None]:
         policy = self._policy
-        while True:
-            server_delay: float | None = None
-            try:
-                yield from self._connection()
-            except _Reconnect as retry:
-                server_delay = retry.delay
-            except httpx.TransportError:
-                pass
-            time.sleep(policy.next_delay(server_delay))
+        try:
+            while True:
+                server_delay: float | None = None
+                try:
+                    yield from self._connection()
+                except _Reconnect as retry:
+                    server_delay = retry.delay
+                except (httpx.TransportError, httpx.DecodingError):
+                    pass
+                time.sleep(policy.next_delay(server_delay))
+        finally:
+            self._events = None  # (ended by an exception: a new loop starts a new reader)
 
     def _connection(self) -> Generator[Event, None, None]:
         policy = self._policy
@@ -395,7 +413,7 @@ def _retry_after(header: str | None) -> float | None:
     if header is None:
         return None
     header = header.strip()
-    if header.isdigit():
+    if header.isascii() and header.isdigit():
         return float(header)
     try:
         when = email.utils.parsedate_to_datetime(header)

@@ -712,3 +712,51 @@ async def test_sse_starlette_events_arrive_and_its_pings_are_not_events() -> Non
     assert got[2].json() == {"n": 3}
     assert stats.pings >= 3  # pings went out between "one" and "two"; none became an event
     assert stats.last_event_ids == [None, "3"]
+
+
+# -- found by an outside review --------------------------------------------------------------
+
+
+async def test_a_non_ascii_id_is_sent_back_as_utf8() -> None:
+    script = [sse("id: café\ndata: a\n\n".encode(), end=END), sse(b"data: b\n\n")]
+    with script_server(script) as server:
+        got = await collect(server.url, 2, retry=FAST)
+        header = server.requests[1].header("last-event-id")
+    assert [e.data for e in got] == ["a", "b"]
+    assert header is not None and header.encode("latin-1").decode() == "café"
+
+
+async def test_a_loop_left_by_a_cancellation_can_start_again_where_it_was() -> None:
+    script = [sse(b"id: 1\ndata: a\n\n", Pause(0.5), b"id: 2\ndata: b\n\n")]
+    with script_server(script) as server:
+        async with client.connect(server.url, retry=FAST) as events:
+            with anyio.move_on_after(0.2):  # (cancelled while b is not yet there)
+                async for event in events:
+                    assert event.data == "a"
+            with anyio.fail_after(WAIT):
+                async for event in events:  # a new loop: resumes, not silently empty
+                    assert event.data in ("a", "b")
+                    if event.data == "b":
+                        break
+        assert events.last_event_id == "2"
+        assert server.requests[-1].header("last-event-id") in ("1", None)
+
+
+@pytest.mark.parametrize("header", ["\u00b2", "-1", "1e9999", "soon"])
+async def test_a_garbled_retry_after_is_a_reconnect_not_a_crash(header: str) -> None:
+    script = [status(503, ("retry-after", header)), sse(b"data: ok\n\n")]
+    with script_server(script) as server:
+        got = await collect(server.url, 1, retry=FAST, max_retry=0.5)
+        assert len(server.requests) == 2
+    assert [e.data for e in got] == ["ok"]
+
+
+def test_backoff_never_overflows_and_never_spins() -> None:
+    """1,100 failures in a row (hours of outage at the defaults; seconds once a server said
+    ``retry: 0``): every delay stays within [0.1 s, max_retry]."""
+    policy = client._Policy(
+        "http://x", headers=None, last_event_id=None, retry=0.0, max_retry=30.0, read_timeout=None
+    )
+    policy.failures = 1  # (a connection that worked waits the server's 0 once: then fails)
+    delays = [policy.next_delay(None) for _ in range(1100)]
+    assert all(0.1 <= delay <= 30.0 for delay in delays), (min(delays), max(delays))
