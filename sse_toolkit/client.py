@@ -48,6 +48,7 @@ from typing import Any, cast
 import anyio
 import httpx
 
+from ._validate import check_delay
 from .channel import RESET_EVENT
 from .parser import Event, EventParser
 
@@ -98,10 +99,10 @@ class _Policy:
         max_retry: float,
         read_timeout: float | None,
     ) -> None:
-        _check_seconds("retry", retry)
-        _check_seconds("max_retry", max_retry)
+        check_delay("retry", retry)
+        check_delay("max_retry", max_retry)
         if read_timeout is not None:
-            _check_seconds("read_timeout", read_timeout)
+            check_delay("read_timeout", read_timeout)
         self.url = url
         self.headers = dict(headers or {})
         self.parser = EventParser(last_event_id or "")
@@ -420,8 +421,3 @@ def _retry_after(header: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")

@@ -31,6 +31,7 @@ from typing import Protocol
 import anyio
 
 from ._concurrency import EventLoop, current_loop
+from ._validate import check_delay
 from .frames import encode
 
 __all__ = [
@@ -150,9 +151,9 @@ class StreamRegistry:
         reconnect_after: float = DEFAULT_RECONNECT_AFTER,
         reconnect_window: float = DEFAULT_RECONNECT_WINDOW,
     ) -> ShutdownReport:
-        _check_seconds("grace", grace)
-        _check_seconds("reconnect_after", reconnect_after)
-        _check_seconds("reconnect_window", reconnect_window)
+        check_delay("grace", grace)
+        check_delay("reconnect_after", reconnect_after)
+        check_delay("reconnect_window", reconnect_window)
         hint = _Hint(reconnect_after, reconnect_window)
         with self._lock:
             self._closing = hint
@@ -214,13 +215,6 @@ def _call_soon(loop: EventLoop | None, callback: Callable[[], object]) -> None:
         loop.call_soon(callback)
 
 
-def _check_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, not {value!r}")
-
-
 open_streams = StreamRegistry()
 """The process-wide registry every `EventStreamResponse` joins while it runs."""
 
@@ -260,7 +254,7 @@ class ShutdownOptions:
 
     def __post_init__(self) -> None:
         for name in ("grace", "reconnect_after", "reconnect_window"):
-            _check_seconds(name, getattr(self, name))
+            check_delay(name, getattr(self, name))
 
     async def shutdown(self) -> ShutdownReport:
         return await shutdown(

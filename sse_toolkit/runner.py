@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import importlib
 import logging
-import math
 import os
 import signal
 import socket
@@ -33,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._concurrency import CLOSE_TIMEOUT
+from ._validate import check_delay
 from .lifecycle import (
     DEFAULT_GRACE,
     DEFAULT_RECONNECT_AFTER,
@@ -96,14 +96,8 @@ class RunOptions:
                 raise ValueError(f"{name} must be a whole number in range, not {value!r}")
         for name in ("grace", "reconnect_after", "reconnect_window", "linger", "head_timeout"):
             value = getattr(self, name)
-            if value is None and name == "head_timeout":
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value < math.inf
-            ):
-                raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+            if value is not None or name != "head_timeout":
+                check_delay(name, value)
         if self.max_connections is not None and (
             type(self.max_connections) is not int or self.max_connections < 1
         ):

@@ -703,14 +703,10 @@ class HubProcess:
         self.proc.wait(WAIT)
 
     def close(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(WAIT)
+        if self.proc is not None:
+            from .test_cli import stop  # (terminate, then kill; always reaped)
+
+            stop(self.proc)
 
 
 @contextmanager

@@ -370,10 +370,15 @@ class _Problems(logging.Handler):
 
 
 @contextmanager
-def server_problems() -> Iterator[_Problems]:
-    # Attached once the server runs: uvicorn's Config re-configures its loggers' handlers.
+def server_problems(
+    names: tuple[str, ...] = ("uvicorn.error", "hypercorn.error"),
+) -> Iterator[_Problems]:
+    """The error records (and tracebacks) logged on ``names`` while the block runs.
+
+    uvicorn.error has no handlers of its own in uvicorn's logging config, so this one stays
+    attached when the server configures logging, through to its shutdown."""
     problems = _Problems()
-    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "hypercorn.error")]
+    loggers = [logging.getLogger(name) for name in names]
     for logger in loggers:
         logger.addHandler(problems)
     try:

@@ -5,7 +5,6 @@ lifespan on, read by httpx-sse."""
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -26,7 +25,7 @@ from sse_toolkit.merge import decode_positions
 
 from .asgi import WAIT, Client
 from .servers import serve
-from .test_app_server import publish, read_events, subscribers, wait_until
+from .test_app_server import publish, read_events, server_problems, subscribers, wait_until
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 GRACEFUL_TIMEOUT = 2.0  # uvicorn's timeout_graceful_shutdown in tests/servers.py
@@ -340,18 +339,6 @@ class LifespanRecorder:
         await self.app(scope, receive, recording_send)
 
 
-class _Problems(logging.Handler):
-    """Log records that are errors or carry a traceback."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR or record.exc_info:
-            self.records.append(record)
-
-
 @contextmanager
 def hosted(
     framework: str, server: str = "uvicorn"
@@ -365,19 +352,12 @@ def hosted(
     manager = ChannelManager()
     sse = SSEApp(manager, allow_publish=True, heartbeat_interval=None)
     app = LifespanRecorder(litestar_app(sse) if framework == "litestar" else django_app(sse))
-    # uvicorn.error has no handlers of its own in uvicorn's logging config, so this one
-    # stays attached when the server configures logging, through to its shutdown.
-    problems = _Problems()
-    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "django", "litestar")]
-    for logger in loggers:
-        logger.addHandler(problems)
     try:
-        with serve(app, server, lifespan="on") as url:
-            assert app.sent == LIFESPAN_COMPLETE[:1]
-            yield url, manager, app
+        with server_problems(("uvicorn.error", "django", "litestar")) as problems:
+            with serve(app, server, lifespan="on") as url:
+                assert app.sent == LIFESPAN_COMPLETE[:1]
+                yield url, manager, app
     finally:
-        for logger in loggers:
-            logger.removeHandler(problems)
         # sse_toolkit's Server shut the process's stream registry down: streams that start
         # later (the in-process tests of other modules) would end at once.
         lifecycle.reopen()
