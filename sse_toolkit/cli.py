@@ -16,83 +16,22 @@ from __future__ import annotations
 
 import argparse
 import gc
-import html
 import logging
 import sys
 from collections.abc import Sequence
 
-from ._http import refuse_websocket, send_plain
-from ._types import Receive, Scope, Send
 from .app import SSEApp
+from .hub import SSE_PREFIX, Hub, HubSettings
 from .manager import ChannelManager
 from .runner import add_run_arguments, run, run_command
 from .tokens import ACTIONS, create_token
 
-__all__ = ["Hub", "main"]
+__all__ = ["main"]
 
 log = logging.getLogger("sse_toolkit.hub")
 
-SSE_PREFIX = "/sse"
 DEFAULT_STREAMS_PER_CLIENT = 1000
 DEFAULT_CHANNELS_PER_CLIENT = 256
-
-_INDEX = b"""<!doctype html><meta charset="utf-8"><title>sse-toolkit hub</title>
-<h1>sse-toolkit hub</h1>
-<p>Subscribe: <code>curl -N http://HOST/sse/demo</code></p>
-<p>Publish (with <code>--allow-publish</code>):
-<code>curl -X POST -H 'content-type: application/json' -d '{"data":"hi"}' http://HOST/sse/demo</code></p>
-<pre id="log"></pre>
-<script>
-const log = document.getElementById("log");
-const source = new EventSource("sse/demo");
-source.onmessage = (e) => { log.textContent += e.lastEventId + " " + e.data + "\\n"; };
-</script>
-"""
-
-
-class Hub:
-    """The hub's ASGI app: the SSE sub-app at ``/sse``, a small page at ``/``."""
-
-    def __init__(self, sse: SSEApp) -> None:
-        self.sse = sse
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await self.sse(scope, receive, send)
-            return
-        if kind == "websocket":
-            await refuse_websocket(receive, send)  # on every path: the hub speaks HTTP only
-            return
-        if kind != "http":
-            raise RuntimeError(f"the hub serves 'http', 'websocket' and 'lifespan', not {kind!r}")
-        path: str = scope.get("path", "")
-        if path == SSE_PREFIX or path.startswith(SSE_PREFIX + "/"):
-            scope = dict(scope, root_path=scope.get("root_path", "") + SSE_PREFIX)
-            await self.sse(scope, receive, send)
-            return
-        method = scope.get("method", "GET")
-        headers = []
-        if path != "/":
-            status, content_type, body = 404, "application/json", b'{"error":"not found"}'
-        elif method not in ("GET", "HEAD"):
-            status, content_type = 405, "application/json"
-            body = b'{"error":"method not allowed"}'
-            headers.append(("allow", "GET, HEAD"))
-        else:
-            host = html.escape(_host(scope)).encode()  # the Host header is the client's word
-            status, content_type = 200, "text/html; charset=utf-8"
-            body = _INDEX.replace(b"HOST", host)
-        headers.append(("content-type", content_type))
-        await send_plain(send, status, body, headers, head=method == "HEAD")
-
-
-def _host(scope: Scope) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == b"host":
-            return str(value.decode("latin-1"))
-    server = scope.get("server") or ("127.0.0.1", 8000)
-    return f"{server[0]}:{server[1]}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,6 +158,11 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:  # a mistake in the options: say which, no traceback
         print(f"sse-toolkit: {exc}", file=sys.stderr)
         return 2
+    settings = HubSettings(
+        allow_publish=args.allow_publish,
+        token_required_for=sse.auth.required_for if args.secret is not None else frozenset(),
+        stats=args.stats,
+    )
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"http://{host}:{args.port}"
     if backend is not None:
@@ -246,7 +190,7 @@ def serve(args: argparse.Namespace) -> int:
     gc.freeze()
     # The runner ends every stream cleanly on SIGINT/SIGTERM, then uvicorn stops (and the
     # app's lifespan closes the manager); exit status 0, no traceback.
-    run(Hub(sse), host=args.host, port=args.port, log_level=args.log_level)
+    run(Hub(sse, settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
