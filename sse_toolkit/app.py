@@ -8,7 +8,8 @@ that slash:
   parameter) replays what was missed. ``HEAD`` answers the same headers and no body.
 - ``GET /?channel=a&channel=b``: one stream for several channels (see `merge`).
 - ``POST /{channel}``: publish a JSON body ``{"data": ..., "event": ..., "id": ...,
-  "retry": ...}`` when ``allow_publish`` is set; 202 with the stored id.
+  "retry": ...}`` when ``allow_publish`` is set; 202 with the stored id. With publishing
+  off, 405 (``Allow: GET, HEAD, OPTIONS``) and an error saying how to turn it on.
 - ``GET /_stats``: subscribers, published and dropped per channel, when ``stats`` is set.
 - ``OPTIONS``: CORS preflight, when ``cors_origins`` is set.
 
@@ -55,6 +56,10 @@ __all__ = ["CHANNEL_NAME_PATTERN", "CORS", "Auth", "HTTPError", "Limits", "SSEAp
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 _ALLOWED_METHODS: Final = "GET, HEAD, OPTIONS"
 _ALLOWED_METHODS_PUBLISH: Final = "GET, HEAD, POST, OPTIONS"
+# The 405 answer to a publish while publishing is off: it says how to turn it on.
+PUBLISHING_OFF: Final = (
+    "publishing is off: SSEApp(allow_publish=True) or the hub's --allow-publish turns it on"
+)
 
 
 class _Unset:
@@ -75,6 +80,8 @@ class SSEApp:
     ``cors=CORS(...)``. The flat keywords (``secret``, ``authorize``, ``token_cookie``,
     ``token_required_for``; ``max_*`` and ``client_key``; ``cors_origins``,
     ``cors_allow_credentials``) build the same groups; give a group or its keywords, not both.
+    With ``secret``, every action (subscribe, publish, stats) needs a token unless
+    ``token_required_for`` names the ones that do (see `Auth`).
     Publishing is off unless ``allow_publish``. ``heartbeat_interval``, ``send_timeout`` and
     ``retry`` shape every stream (see `EventStreamResponse`). Every mistake raises
     `ValueError` or `TypeError` naming the parameter, here, not at the first request.
@@ -236,12 +243,16 @@ class SSEApp:
             await self._subscribe(request, receive, send, [name], merged=False)
         elif method == "POST" and self.allow_publish:
             await self._publish(request, receive, send, name)
+        elif method == "POST":
+            raise self._method_not_allowed(publish=False, message=PUBLISHING_OFF)
         else:
             raise self._method_not_allowed(publish=self.allow_publish)
 
-    def _method_not_allowed(self, *, publish: bool, stats: bool = False) -> HTTPError:
+    def _method_not_allowed(
+        self, *, publish: bool, stats: bool = False, message: str = "method not allowed"
+    ) -> HTTPError:
         allowed = "GET" if stats else _ALLOWED_METHODS_PUBLISH if publish else _ALLOWED_METHODS
-        return HTTPError(405, "method not allowed", [("allow", allowed)])
+        return HTTPError(405, message, [("allow", allowed)])
 
     # -- subscribe: check, authorise, reserve, choose the source, stream, release ----------
 

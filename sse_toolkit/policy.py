@@ -20,11 +20,14 @@ from .tokens import ACTIONS, InvalidToken, TokenClaims, verify_token
 
 __all__ = [
     "CHANNEL_NAME_PATTERN",
+    "CHANNEL_NAME_RULE",
     "CORS",
     "CORS_ALLOWED_HEADERS",
+    "MAX_CHANNEL_NAME_LENGTH",
     "Auth",
     "Authorize",
     "Limits",
+    "channel_name_error",
     "check_positive_int",
     "check_seconds",
 ]
@@ -32,12 +35,26 @@ __all__ = [
 Authorize = Callable[[Scope, str, str], "bool | Awaitable[bool]"]
 
 CHANNEL_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9.:~-][A-Za-z0-9._:~-]*")
+CHANNEL_NAME_RULE: Final = "channel names use A-Z a-z 0-9 . _ : ~ - and do not start with '_'"
+MAX_CHANNEL_NAME_LENGTH: Final = 128  # the default of Limits.max_channel_name_length
 CORS_ALLOWED_HEADERS: Final = ("last-event-id", "authorization", "content-type", "cache-control")
 _COOKIE_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _ORIGIN: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 
 
 # -- validation helpers (shared by the groups and SSEApp) -----------------------------------
+
+
+def channel_name_error(name: str, max_length: int = MAX_CHANNEL_NAME_LENGTH) -> HTTPError | None:
+    """Why ``name`` cannot name a channel (414: too long, 400: a character), or None.
+
+    The one rule for every channel name: the app's routes and the ``token`` command.
+    """
+    if len(name) > max_length:
+        return HTTPError(414, f"channel names are at most {max_length} long")
+    if not CHANNEL_NAME_PATTERN.fullmatch(name):
+        return HTTPError(400, CHANNEL_NAME_RULE)
+    return None
 
 
 def _check_callable(name: str, value: object) -> None:
@@ -53,9 +70,13 @@ class Auth:
 
     ``authorize(scope, channel, action)`` (sync or async; action ``"subscribe"``,
     ``"publish"`` or ``"stats"``) returns whether to allow (403 if not). With ``secret``,
-    requests for the actions in ``required_for`` (all of them by default) must carry a token
-    from `tokens.create_token`: in ``Authorization: Bearer``, the ``token_cookie`` cookie, or
+    requests for the actions in ``required_for`` must carry a token from
+    `tokens.create_token`: in ``Authorization: Bearer``, the ``token_cookie`` cookie, or
     ``?token=``; 401 without a valid one, 403 if it does not cover the channel and action.
+    ``required_for`` is every action by default, subscribing included (secure by default);
+    name some of them to narrow it, e.g. ``("publish", "stats")`` for open subscriptions.
+    The hub means the same: ``--secret`` guards every action unless
+    ``--token-required-for ACTION`` (repeatable) names the ones that need a token.
     """
 
     __slots__ = ("authorize", "required_for", "secret", "token_cookie")
@@ -191,7 +212,7 @@ class Limits:
         self,
         *,
         max_body_size: int = 64 * 1024,
-        max_channel_name_length: int = 128,
+        max_channel_name_length: int = MAX_CHANNEL_NAME_LENGTH,
         max_channels_per_stream: int = 16,
         max_subscribers_per_channel: int | None = None,
         max_subscribers_per_client: int | None = 1000,
@@ -236,12 +257,9 @@ class Limits:
         return f"Limits({fields})"
 
     def check_name(self, name: str) -> None:
-        if len(name) > self.max_channel_name_length:
-            raise HTTPError(414, f"channel names are at most {self.max_channel_name_length} long")
-        if not CHANNEL_NAME_PATTERN.fullmatch(name):
-            raise HTTPError(
-                400, "channel names use A-Z a-z 0-9 . _ : ~ - and do not start with '_'"
-            )
+        error = channel_name_error(name, self.max_channel_name_length)
+        if error is not None:
+            raise error
 
     def check_stream_names(self, names: list[str]) -> list[str]:
         """The distinct names of a stream, in order, each checked."""

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,8 +68,8 @@ def create_token(
         raise ValueError(f"actions must be some of {sorted(ACTIONS)}, not {action_list!r}")
     if not channel_list or not all(isinstance(c, str) and c for c in channel_list):
         raise ValueError(f"channels must be non-empty strings, not {channel_list!r}")
-    if not ttl > 0:
-        raise ValueError(f"ttl must be > 0 seconds, not {ttl!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+        raise ValueError(f"ttl must be a finite number of seconds > 0, not {ttl!r}")
     expires = int((time.time() if now is None else now) + ttl)
     claims = {"ch": channel_list, "act": action_list, "exp": expires}
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())

@@ -1038,3 +1038,44 @@ async def test_a_last_event_id_that_is_not_utf8_is_an_unknown_id(raw: bytes) -> 
         assert client.status == 200
     (reset,) = [e for e in parse(client.body).events if e.event == "sse.reset"]
     assert json.loads(reset.data)["last_event_id"] == raw.decode("utf-8", "replace")
+
+
+# -- issue 10: one meaning of a secret; a 405 that says how to publish ----------------------
+
+
+async def test_a_post_with_publishing_off_is_405_saying_how_to_turn_it_on() -> None:
+    manager = ChannelManager()
+    client = await call(SSEApp(manager), publish_client("c", {"data": 1}))
+    assert client.status == 405
+    assert client.headers["allow"] == "GET, HEAD, OPTIONS"
+    assert client.json() == {
+        "error": "publishing is off: SSEApp(allow_publish=True) or the hub's --allow-publish"
+        " turns it on"
+    }
+    assert await manager.list_channels() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow_publish"),
+    [("PUT", "/c", False), ("PUT", "/c", True), ("DELETE", "/", False), ("POST", "/", False)],
+)
+async def test_other_405s_keep_their_message(method: str, path: str, allow_publish: bool) -> None:
+    app = SSEApp(ChannelManager(), allow_publish=allow_publish)
+    client = await call(app, Client(method=method, path=path))
+    assert client.status == 405
+    assert client.json() == {"error": "method not allowed"}
+
+
+async def test_a_secret_guards_every_action_by_default_subscribing_included() -> None:
+    manager = ChannelManager()
+    app = SSEApp(manager, allow_publish=True, stats=True, secret=SECRET)
+    assert app.auth.required_for == {"subscribe", "publish", "stats"}
+    for client in (
+        Client(method="HEAD", path="/c"),
+        publish_client("c", {"data": 1}),
+        Client(path="/_stats"),
+    ):
+        assert (await call(app, client)).status == 401, client.scope["method"]
+    token = create_token(SECRET, channels="c", actions="subscribe")
+    ok = await call(app, Client(method="HEAD", path="/c", query=f"token={token}"))
+    assert ok.status == 200

@@ -193,9 +193,12 @@ def test_startup_log_without_publishing(plain_hub: Hub) -> None:
 def test_startup_log_with_a_secret_says_how_to_mint_a_token(tmp_path: Path) -> None:
     with run_hub(tmp_path, "--allow-publish", "--secret", SECRET) as hub:
         log = hub.log()
-    assert "authorization: Bearer TOKEN" in _log_line(log, "curl -X POST")
-    mint_line = _log_line(log, "TOKEN=$(")
-    assert "python -m sse_toolkit token" in mint_line and "--action publish" in mint_line
+    # A secret guards every action by default: subscribing too.
+    assert "authorization: Bearer $TOKEN" in _log_line(log, "curl -X POST")
+    assert "authorization: Bearer $TOKEN" in _log_line(log, "curl -N")
+    mint_line = _log_line(log, " TOKEN=$(")
+    assert "python -m sse_toolkit token" in mint_line
+    assert "--action subscribe --action publish" in mint_line
     assert SECRET not in log  # the secret itself is never logged
 
 
@@ -220,14 +223,19 @@ def test_publishing_is_off_without_allow_publish(plain_hub: Hub, client: httpx.C
     response = client.post(f"{plain_hub.url}/sse/demo", json={"data": "hi"}, headers=JSON)
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD, OPTIONS"
+    error = response.json()["error"]
+    assert "allow_publish" in error and "--allow-publish" in error  # says how to turn it on
     assert client.get(f"{plain_hub.url}/sse/_stats").status_code == 404  # no --stats
 
 
 # -- tokens --------------------------------------------------------------------------------
 
 
-def test_secret_guards_publishing_but_not_subscribing(tmp_path: Path, client: httpx.Client) -> None:
-    with run_hub(tmp_path, "--allow-publish", "--stats", "--secret", SECRET) as hub:
+def test_token_required_for_publish_and_stats_leaves_subscribing_open(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    narrowed = ("--token-required-for", "publish", "--token-required-for", "stats")
+    with run_hub(tmp_path, "--allow-publish", "--stats", "--secret", SECRET, *narrowed) as hub:
         url = f"{hub.url}/sse/demo"
         response = client.post(url, json={"data": "hi"}, headers=JSON)
         assert response.status_code == 401
@@ -277,6 +285,7 @@ def test_token_subcommand_rejects_an_unknown_action() -> None:
     done = mint("--secret", SECRET, "--channel", "demo", "--action", "delete")
     assert done.returncode == 2
     assert "invalid choice: 'delete'" in done.stderr
+    assert done.stderr.startswith("usage: sse-toolkit token")  # its own usage
     assert done.stdout == ""
 
 
