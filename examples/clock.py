@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import anyio
 
 from sse_toolkit import EventStreamResponse, ServerSentEvent
-from sse_toolkit._types import Receive, Scope, Send
+from sse_toolkit.types import Receive, Scope, Send
 
 PAGE = b"""<!doctype html><meta charset="utf-8"><title>sse-toolkit clock</title>
 <h1 id="clock">connecting...</h1>
