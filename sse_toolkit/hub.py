@@ -2,20 +2,56 @@
 
 `sse_toolkit.cli` builds it from the command line; it is an ASGI callable like any other,
 so it can also be served by any server (``Hub(SSEApp(manager), HubSettings(...))``).
+
+Routes of its own (everything under ``/sse`` is the `SSEApp`'s):
+
+- ``GET /``: the dashboard (plain HTML, CSS and JS shipped in ``sse_toolkit/dashboard``;
+  no build step, nothing fetched from elsewhere, a strict Content-Security-Policy).
+- ``GET /_hub/dashboard.js``, ``/_hub/dashboard.css``: its assets.
+- ``GET /_hub/config.json``: how the hub was started (`HubSettings`), which the page reads
+  to offer only what the hub allows.
+
+With ``HubSettings(demo=True)`` the hub runs the publishers of `sse_toolkit.demo` for as
+long as its ASGI lifespan lasts: they start once the `SSEApp` has started, and stop (their
+task group cancelled) before it closes its manager. A server run without lifespan runs no
+demo.
 """
 
 from __future__ import annotations
 
-import html
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Final
+
+import anyio
 
 from ._http import refuse_websocket, send_plain
-from ._types import Receive, Scope, Send
+from ._types import Message, Receive, Scope, Send
 from .app import SSEApp
 
-__all__ = ["SSE_PREFIX", "Hub", "HubSettings"]
+__all__ = ["ASSET_PREFIX", "SSE_PREFIX", "Hub", "HubSettings"]
+
+log = logging.getLogger("sse_toolkit.hub")
 
 SSE_PREFIX = "/sse"
+ASSET_PREFIX = "/_hub"
+
+# No inline script or style, nothing from another origin, no frames, no forms posted.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS: Final = (
+    ("content-security-policy", CONTENT_SECURITY_POLICY),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+)
+_DEMO_STOP_TIMEOUT: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -27,32 +63,68 @@ class HubSettings:
     stats: bool = False
     demo: bool = False
 
+    def page_config(self) -> dict[str, Any]:
+        """What ``/_hub/config.json`` tells the page."""
+        from .demo import DEMO_CHANNELS
 
-_INDEX = b"""<!doctype html><meta charset="utf-8"><title>sse-toolkit hub</title>
-<h1>sse-toolkit hub</h1>
-<p>Subscribe: <code>curl -N http://HOST/sse/demo</code></p>
-<p>Publish (with <code>--allow-publish</code>):
-<code>curl -X POST -H 'content-type: application/json' -d '{"data":"hi"}' http://HOST/sse/demo</code></p>
-<pre id="log"></pre>
-<script>
-const log = document.getElementById("log");
-const source = new EventSource("sse/demo");
-source.onmessage = (e) => { log.textContent += e.lastEventId + " " + e.data + "\\n"; };
-</script>
-"""
+        return {
+            "sse_prefix": SSE_PREFIX,
+            "allow_publish": self.allow_publish,
+            "token_required_for": sorted(self.token_required_for),
+            "stats": self.stats,
+            "demo": self.demo,
+            "demo_channels": (
+                [{"channel": name, "event": event} for name, event in DEMO_CHANNELS.items()]
+                if self.demo
+                else []
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class _Asset:
+    body: bytes
+    content_type: str
+    cache_control: str
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes, content_type: str, cache_control: str = "no-cache") -> _Asset:
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        return cls(body, content_type, cache_control, f'"{digest}"')
+
+
+_FILES: Final = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    f"{ASSET_PREFIX}/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    f"{ASSET_PREFIX}/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
+
+
+def _load_assets(settings: HubSettings) -> dict[str, _Asset]:
+    folder = resources.files("sse_toolkit").joinpath("dashboard")
+    assets = {
+        path: _Asset.of(folder.joinpath(name).read_bytes(), content_type)
+        for path, (name, content_type) in _FILES.items()
+    }
+    config = json.dumps(settings.page_config(), separators=(",", ":")).encode()
+    # Read once per page load: how this hub runs now, never a cached earlier run's.
+    assets[f"{ASSET_PREFIX}/config.json"] = _Asset.of(config, "application/json", "no-store")
+    return assets
 
 
 class Hub:
-    """The hub's ASGI app: the SSE sub-app at ``/sse``, a small page at ``/``."""
+    """The hub's ASGI app: the SSE sub-app at ``/sse``, the dashboard at ``/``."""
 
     def __init__(self, sse: SSEApp, settings: HubSettings | None = None) -> None:
         self.sse = sse
         self.settings = settings or HubSettings()
+        self._assets = _load_assets(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.sse(scope, receive, send)
+            await self._lifespan(scope, receive, send)
             return
         if kind == "websocket":
             await refuse_websocket(receive, send)  # on every path: the hub speaks HTTP only
@@ -64,25 +136,87 @@ class Hub:
             scope = dict(scope, root_path=scope.get("root_path", "") + SSE_PREFIX)
             await self.sse(scope, receive, send)
             return
+        await self._static(scope, path, send)
+
+    async def _static(self, scope: Scope, path: str, send: Send) -> None:
         method = scope.get("method", "GET")
-        headers = []
-        if path != "/":
-            status, content_type, body = 404, "application/json", b'{"error":"not found"}'
-        elif method not in ("GET", "HEAD"):
-            status, content_type = 405, "application/json"
-            body = b'{"error":"method not allowed"}'
-            headers.append(("allow", "GET, HEAD"))
-        else:
-            host = html.escape(_host(scope)).encode()  # the Host header is the client's word
-            status, content_type = 200, "text/html; charset=utf-8"
-            body = _INDEX.replace(b"HOST", host)
-        headers.append(("content-type", content_type))
-        await send_plain(send, status, body, headers, head=method == "HEAD")
+        head = method == "HEAD"
+        asset = self._assets.get(path)
+        if asset is None:
+            await _send_error(send, 404, "not found", head=head)
+            return
+        if method not in ("GET", "HEAD"):
+            await _send_error(send, 405, "method not allowed", [("allow", "GET, HEAD")])
+            return
+        headers = [
+            ("content-type", asset.content_type),
+            ("cache-control", asset.cache_control),
+            *_SECURITY_HEADERS,
+        ]
+        if asset.cache_control != "no-store":
+            headers.append(("etag", asset.etag))
+            if _header(scope, b"if-none-match") in (asset.etag, f"W/{asset.etag}"):
+                raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+                await send({"type": "http.response.start", "status": 304, "headers": raw})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await send_plain(send, 200, asset.body, headers, head=head)
+
+    # -- lifespan: the SSEApp's, with the demo's task group around it ----------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.settings.demo:
+            await self.sse(scope, receive, send)
+            return
+        from .demo import run_demo
+
+        demo_scope = anyio.CancelScope()
+        demo_done = anyio.Event()
+
+        async def demo() -> None:
+            try:
+                with demo_scope:
+                    await run_demo(self.sse.manager)
+            finally:
+                demo_done.set()
+
+        async with anyio.create_task_group() as group:
+
+            async def started_then_demo(message: Message) -> None:
+                if message["type"] == "lifespan.startup.complete":
+                    group.start_soon(demo)
+                await send(message)
+
+            async def demo_stopped_before_shutdown() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.shutdown":
+                    # The publishers stop before the SSEApp closes its manager.
+                    demo_scope.cancel()
+                    with anyio.move_on_after(_DEMO_STOP_TIMEOUT, shield=True):
+                        await demo_done.wait()
+                return message
+
+            try:
+                await self.sse(scope, demo_stopped_before_shutdown, started_then_demo)
+            finally:
+                group.cancel_scope.cancel()
 
 
-def _host(scope: Scope) -> str:
+async def _send_error(
+    send: Send,
+    status: int,
+    message: str,
+    headers: list[tuple[str, str]] | None = None,
+    *,
+    head: bool = False,
+) -> None:
+    body = json.dumps({"error": message}).encode()
+    all_headers = [("content-type", "application/json"), *(headers or [])]
+    await send_plain(send, status, body, all_headers, head=head)
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
-        if key == b"host":
-            return str(value.decode("latin-1"))
-    server = scope.get("server") or ("127.0.0.1", 8000)
-    return f"{server[0]}:{server[1]}"
+        if bytes(key).lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
