@@ -296,6 +296,7 @@
         setState("reconnecting", "attempt " + attempts);
       } else {
         setState("closed");
+        source = null;
         $("disconnect").disabled = true;
         diagnose(url, opened);
       }
