@@ -5,9 +5,10 @@ lifespan on, read by httpx-sse."""
 
 from __future__ import annotations
 
-import re
+import importlib.util
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,49 +28,48 @@ from .asgi import WAIT, Client
 from .servers import serve
 from .test_app_server import publish, read_events, server_problems, subscribers, wait_until
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 GRACEFUL_TIMEOUT = 2.0  # uvicorn's timeout_graceful_shutdown in tests/servers.py
 LIFESPAN_COMPLETE = ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
-# The README's "Mount the sub-app" examples, read from the README and run as written (with
-# the section's `sse` in scope): every test below that serves Litestar or Django serves one.
-def readme_example(marker: str) -> str:
-    section = README.read_text().split("## Mount the sub-app", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    (block,) = [b for b in blocks if marker in b]
-    return block
+# The docs' Litestar and Django mounts (examples/mount_litestar.py, examples/django_asgi.py),
+# their lines run as written with the test's own `sse` in scope (the rest of the file is the
+# module's, imported as it is): every test below that serves Litestar or Django serves one.
+def example_section(name: str, section: str) -> str:
+    text = (EXAMPLES / name).read_text()
+    return text.split(f"# --8<-- [start:{section}]\n", 1)[1].split("# --8<-- [end:", 1)[0]
 
 
-LITESTAR_EXAMPLE = readme_example("Litestar(")
-DJANGO_EXAMPLE = readme_example("SSEDispatcher(")
-
-
-def run_example(example: str, sse: SSEApp) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"sse": sse}
-    exec(compile(example, "README example", "exec"), namespace)
+def run_example(name: str, section: str, sse: SSEApp) -> dict[str, Any]:
+    spec = importlib.util.spec_from_file_location(f"example_{uuid.uuid4().hex}", EXAMPLES / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    namespace = {**vars(module), "sse": sse}
+    exec(compile(example_section(name, section), str(EXAMPLES / name), "exec"), namespace)
     return namespace
 
 
 def litestar_app(sse: SSEApp) -> Any:
-    """The README's Litestar example, plus one ordinary route."""
+    """The docs' Litestar example, plus one ordinary route."""
     from litestar import get
 
     @get("/hello", sync_to_thread=False)
     def hello() -> dict[str, str]:
         return {"hello": "from litestar"}
 
-    app = run_example(LITESTAR_EXAMPLE, sse)["app"]
+    app = run_example("mount_litestar.py", "mount", sse)["app"]
     app.register(hello)
     return app
 
 
 def django_app(sse: SSEApp) -> Any:
-    """The README's Django example, in a project with one view (tests/django_site.py)."""
+    """The docs' Django example, in a project with one view (tests/django_site.py)."""
     from .django_site import asgi_application
 
     asgi_application()  # configures the settings, as DJANGO_SETTINGS_MODULE would
-    return run_example(DJANGO_EXAMPLE, sse)["application"]
+    return run_example("django_asgi.py", "dispatch", sse)["application"]
 
 
 # -- the routing SSEApp does itself --------------------------------------------------------
