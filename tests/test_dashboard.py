@@ -729,9 +729,7 @@ def test_demo_events_appear_and_the_hub_stops_cleanly(page: Any, tmp_path: Path)
         expect(page.locator("#stats-body tr[data-channel='jobs']")).to_have_count(1)
         expect(page.locator("#publish-panel")).to_be_visible()
         if DOCS_SCREENSHOTS:  # a few seconds of the demo for the documentation
-            page.wait_for_function(
-                "document.querySelectorAll('#events tr').length >= 18", timeout=WAIT_MS
-            )
+            expect(rows(page).nth(17)).to_be_attached(timeout=WAIT_MS)
         docs_screenshot(page, "dashboard-live.png")
 
         assert hub.stop() == 0, hub.log()

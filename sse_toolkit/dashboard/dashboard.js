@@ -288,6 +288,7 @@
       opened = true;
       show($("subscribe-error"), "");
       setState("open", channels.join(", "));
+      refreshStats();
     });
     current.addEventListener("error", () => {
       if (source !== current) return;
@@ -361,6 +362,7 @@
       if (response.ok) {
         const answer = await response.json();
         show(result, "Published on " + channel + " with id " + answer.id, "good");
+        refreshStats();
       } else {
         show(result, await errorText(response), "bad");
       }
@@ -409,7 +411,7 @@
       body.append(row);
     }
     $("stats-totals").textContent =
-      names.length + " · " + stats.subscribers + " subscribers · " + stats.published + " published";
+      names.length + " channels · " + stats.subscribers + " subscribers · " + stats.published + " published";
     const chips = $("known-channels");
     chips.replaceChildren();
     for (const name of names) {
@@ -437,6 +439,10 @@
     for (const chip of $("known-channels").children) {
       chip.classList.toggle("on", chosen.includes(chip.dataset.channel));
     }
+  }
+
+  function refreshStats() {
+    if (config.stats) pollStats();
   }
 
   function startStats() {
