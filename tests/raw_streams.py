@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,3 +163,40 @@ def _limit_files(limits: tuple[int, int]) -> None:
 
 
 PYTHON = sys.executable
+
+
+@dataclass
+class SignalledStop:
+    """What `stop_one_stream` saw: the stream, the process's exit status and its log."""
+
+    stream: RawStream
+    code: int
+    log: str
+
+
+def stop_one_stream(
+    process: ServerProcess,
+    port: int,
+    path: str,
+    signum: int,
+    *,
+    before: Callable[[RawStream], Awaitable[None]] | None = None,
+    timeout: float = 10.0,
+) -> SignalledStop:
+    """Open one stream on ``path``, run ``before(stream)``, send ``signum``; wait for the
+    stream to end and the process to exit (the process is stopped in any case)."""
+
+    async def scenario() -> tuple[RawStream, int]:
+        (stream,) = await open_streams("127.0.0.1", port, [path])
+        if before is not None:
+            await before(stream)
+        process.signal(signum)
+        await wait_ended([stream], timeout)
+        return stream, await asyncio.to_thread(process.wait, timeout)
+
+    try:
+        process.wait_listening(port)
+        stream, code = asyncio.run(scenario())
+        return SignalledStop(stream, code, process.log())
+    finally:
+        process.stop()

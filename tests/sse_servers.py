@@ -662,10 +662,10 @@ class HubProcess:
     Every start uses the same port, and appends to one log.
     """
 
-    def __init__(self, log_dir: Path, *args: str) -> None:
+    def __init__(self, log_dir: Path, *args: str, port: int | None = None) -> None:
         from .servers import free_port
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.args = args
         self.log_path = log_dir / f"hub-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -696,6 +696,18 @@ class HubProcess:
             if now() > deadline:
                 raise AssertionError(f"the hub did not accept connections:\n{self.log()}")
 
+    def terminate(self) -> int:
+        """SIGTERM (the runner ends the streams cleanly), then the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(WAIT)
+        return int(self.proc.returncode)
+
     def kill(self) -> None:
         """SIGKILL: no graceful end, no retry hint; its connections simply drop."""
         assert self.proc is not None
@@ -710,8 +722,8 @@ class HubProcess:
 
 
 @contextmanager
-def hub_process(log_dir: Path, *args: str) -> Iterator[HubProcess]:
-    hub = HubProcess(log_dir, *args)
+def hub_process(log_dir: Path, *args: str, port: int | None = None) -> Iterator[HubProcess]:
+    hub = HubProcess(log_dir, *args, port=port)
     try:
         hub.start()
         yield hub

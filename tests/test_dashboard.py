@@ -13,14 +13,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +30,7 @@ from sse_toolkit.hub import CONTENT_SECURITY_POLICY, Hub, HubSettings
 from sse_toolkit.tokens import create_token
 
 from .servers import free_port
+from .sse_servers import HubProcess, hub_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -261,64 +257,7 @@ async def test_lifespan_without_demo_is_the_sse_apps() -> None:
 # -- a real hub, in a process of its own ---------------------------------------------------
 
 
-@dataclass
-class RunningHub:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM (the runner ends the streams cleanly); the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(START_TIMEOUT)
-        return int(self.proc.returncode)
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@contextmanager
-def running_hub(log_dir: Path, *args: str, port: int | None = None) -> Iterator[RunningHub]:
-    """``python -m sse_toolkit --port P *args`` until it accepts connections."""
-    port = port or free_port()
-    log_path = log_dir / f"hub-{port}-{uuid.uuid4().hex[:6]}.log"
-    argv = [sys.executable, "-m", "sse_toolkit", "--port", str(port), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    hub = RunningHub(proc, port, log_path)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _accepts(port):
-            try:
-                code = proc.wait(0.05)  # a bounded wait that notices an early exit
-            except subprocess.TimeoutExpired:
-                pass
-            else:
-                raise AssertionError(f"the hub exited with {code}:\n{hub.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the hub did not accept connections:\n{hub.log()}")
-        yield hub
-    finally:
-        hub.stop()
-
-
-def publish(hub: RunningHub, channel: str, body: dict[str, Any], token: str | None = None) -> str:
+def publish(hub: HubProcess, channel: str, body: dict[str, Any], token: str | None = None) -> str:
     headers = dict(JSON)
     if token:
         headers["authorization"] = f"Bearer {token}"
@@ -417,7 +356,7 @@ def test_idle_page_matches_how_the_hub_was_started(page: Any, tmp_path: Path) ->
     """No publishing, no stats: the page offers neither, and its curl lines say so."""
     from playwright.sync_api import expect
 
-    with running_hub(tmp_path) as hub:
+    with hub_process(tmp_path) as hub:
         page.goto(hub.url + "/")
         expect(page.locator("#howto pre").first).to_contain_text("curl -N", timeout=WAIT_MS)
         expect(page.locator("#publish-panel")).to_be_hidden()
@@ -430,7 +369,7 @@ def test_idle_page_matches_how_the_hub_was_started(page: Any, tmp_path: Path) ->
         expect(state(page)).to_have_attribute("data-state", "idle")
         no_console_errors(page)
 
-    with running_hub(tmp_path, "--allow-publish", "--stats") as hub:
+    with hub_process(tmp_path, "--allow-publish", "--stats") as hub:
         publish(hub, "news", {"data": "hello"})
         publish(hub, "weather", {"event": "forecast", "data": {"sky": "clear"}})
         page.goto(hub.url + "/")
@@ -450,7 +389,7 @@ def test_idle_page_matches_how_the_hub_was_started(page: Any, tmp_path: Path) ->
 def test_named_and_json_events_from_two_channels_on_one_stream(page: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with running_hub(tmp_path, "--allow-publish", "--stats") as hub:
+    with hub_process(tmp_path, "--allow-publish", "--stats") as hub:
         requested: list[str] = []
         page.on("request", lambda r: requested.append(r.url))
         page.goto(hub.url + "/")
@@ -495,7 +434,7 @@ def test_resubscribing_resumes_after_the_last_event_id(page: Any, tmp_path: Path
     """Disconnect, miss events, subscribe again: ?last_event_id= replays each one once."""
     from playwright.sync_api import expect
 
-    with running_hub(tmp_path, "--allow-publish") as hub:
+    with hub_process(tmp_path, "--allow-publish") as hub:
         page.goto(hub.url + "/?channel=a&channel=b")
         expect(state(page)).to_have_attribute("data-state", "open", timeout=WAIT_MS)
         publish(hub, "a", {"data": "before"})
@@ -538,17 +477,17 @@ def test_reconnects_after_a_restart_and_shows_missed_events_once(page: Any, tmp_
     port = free_port()
     page.console_log.expected += [r"ERR_CONNECTION_REFUSED", r"ERR_EMPTY_RESPONSE"]
     try:
-        with running_hub(tmp_path, *args, port=port) as hub:
+        with hub_process(tmp_path, *args, port=port) as hub:
             page.goto(hub.url + "/")
             subscribe(page, "r1 r2", "step")
             publish(hub, "r1", {"event": "step", "data": {"n": 1}})
             publish(hub, "r2", {"event": "step", "data": {"n": 2}})
             expect(rows(page)).to_have_count(2, timeout=WAIT_MS)
-            assert hub.stop() == 0, hub.log()
+            assert hub.terminate() == 0, hub.log()
             expect(state(page)).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
             expect(state(page)).to_contain_text("attempt")
             docs_screenshot(page, "dashboard-reconnecting.png")
-        with running_hub(tmp_path, *args, port=port) as hub:
+        with hub_process(tmp_path, *args, port=port) as hub:
             # Published as soon as the hub is back, before the page (whose retry hint is
             # 0.5 to 5.5 s) is likely to have reconnected: replayed from Last-Event-ID.
             for n in (3, 4, 5):
@@ -590,7 +529,7 @@ def test_reconnects_after_a_restart_and_shows_missed_events_once(page: Any, tmp_
 def test_publish_form_shows_the_id_and_the_errors(page: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with running_hub(tmp_path, "--allow-publish", "--stats") as hub:
+    with hub_process(tmp_path, "--allow-publish", "--stats") as hub:
         page.goto(hub.url + "/")
         subscribe(page, "news")
         sent: list[str] = []
@@ -638,7 +577,7 @@ def test_with_a_secret_the_page_needs_a_token(page: Any, tmp_path: Path) -> None
     """``--secret`` alone: every action needs a token; 401 until the page has one."""
     from playwright.sync_api import expect
 
-    with running_hub(tmp_path, "--allow-publish", "--stats", "--secret", SECRET) as hub:
+    with hub_process(tmp_path, "--allow-publish", "--stats", "--secret", SECRET) as hub:
         page.goto(hub.url + "/")
         expect(page.locator("#token-panel")).to_be_visible(timeout=WAIT_MS)
         expect(page.locator("#token-needs")).to_contain_text("publish")
@@ -679,7 +618,7 @@ XSS_DATA = '<img src=x onerror="window.__xss = 1"><script>window.__xss = 2</scri
 def test_markup_in_events_and_names_is_shown_as_text(page: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with running_hub(tmp_path, "--allow-publish", "--stats") as hub:
+    with hub_process(tmp_path, "--allow-publish", "--stats") as hub:
         page.goto(hub.url + "/")
         subscribe(page, "safe", XSS_EVENT)
         publish(hub, "safe", {"event": XSS_EVENT, "data": XSS_DATA})
@@ -715,7 +654,7 @@ def test_markup_in_events_and_names_is_shown_as_text(page: Any, tmp_path: Path) 
 def test_demo_events_appear_and_the_hub_stops_cleanly(page: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with running_hub(tmp_path, "--demo", "--log-level", "info") as hub:
+    with hub_process(tmp_path, "--demo", "--log-level", "info") as hub:
         started = time.monotonic()
         page.goto(hub.url + "/")
         expect(page.locator("#channels")).to_have_value("clock jobs metrics", timeout=WAIT_MS)
@@ -732,7 +671,7 @@ def test_demo_events_appear_and_the_hub_stops_cleanly(page: Any, tmp_path: Path)
             expect(rows(page).nth(17)).to_be_attached(timeout=WAIT_MS)
         docs_screenshot(page, "dashboard-live.png")
 
-        assert hub.stop() == 0, hub.log()
+        assert hub.terminate() == 0, hub.log()
         log = hub.log()
         assert "Traceback" not in log and "ERROR" not in log, log
         expect(state(page)).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)

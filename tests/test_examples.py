@@ -8,7 +8,6 @@ Each test names the files it covers (``@covers``); a file no test covers fails
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import re
 import signal
@@ -29,7 +28,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from sse_toolkit import create_token, sse_manager
 
 from .conftest import redis_url
-from .raw_streams import PYTHON, ServerProcess, free_port, open_streams, wait_ended
+from .raw_streams import PYTHON, ServerProcess, free_port, stop_one_stream
 from .servers import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,17 +220,10 @@ def test_starlette_mount_subscribes_freely_and_publishes_with_a_token() -> None:
     assert len(sse_manager) == 0  # the lifespan's shutdown closed the manager
 
 
-@covers("mount_lilya.py")
-def test_lilya_mount() -> None:
-    example = load("mount_lilya.py")
-    with serve(example.app, lifespan="on") as url:
-        mounted_pubsub(url, "/sse")
-    assert len(sse_manager) == 0
-
-
-@covers("mount_litestar.py")
-def test_litestar_mount() -> None:
-    example = load("mount_litestar.py")
+@covers("mount_lilya.py", "mount_litestar.py")
+@pytest.mark.parametrize("name", ["mount_lilya.py", "mount_litestar.py"])
+def test_framework_mount(name: str) -> None:
+    example = load(name)
     with serve(example.app, lifespan="on") as url:
         mounted_pubsub(url, "/sse")
     assert len(sse_manager) == 0
@@ -489,23 +481,11 @@ def test_the_runner_from_python_ends_streams_cleanly(tmp_path: Path) -> None:
     command = [PYTHON, str(EXAMPLES / "run_programmatic.py")]
     process = ServerProcess(command, tmp_path / "server.log", env={"PORT": str(port)})
 
-    async def scenario() -> tuple[Any, int]:
-        (stream,) = await open_streams("127.0.0.1", port, ["/news"])
-        await asyncio.sleep(0.2)
-        process.signal(signal.SIGTERM)
-        await wait_ended([stream], WAIT)
-        return stream, await asyncio.to_thread(process.wait, WAIT)
-
-    try:
-        process.wait_listening(port)
-        stream, code = asyncio.run(scenario())
-        log = process.log()
-    finally:
-        process.stop()
-    assert stream.status == 200 and stream.complete, (stream, log)
-    assert stream.retry_at_end is not None
-    assert code == 0, log
-    assert "Traceback" not in log, log
+    stopped = stop_one_stream(process, port, "/news", signal.SIGTERM)
+    assert stopped.stream.status == 200 and stopped.stream.complete, stopped
+    assert stopped.stream.retry_at_end is not None
+    assert stopped.code == 0, stopped.log
+    assert "Traceback" not in stopped.log, stopped.log
 
 
 @covers("nginx.conf")

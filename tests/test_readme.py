@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from .raw_streams import PYTHON, ServerProcess, free_port, open_streams, wait_ended
+from .raw_streams import PYTHON, RawStream, ServerProcess, free_port, stop_one_stream
 from .servers import serve
 from .test_examples import sections, without_markers
 
@@ -57,29 +57,21 @@ def test_quick_start_served_by_the_runner_stops_cleanly(tmp_path: Path) -> None:
     command = [PYTHON, "-m", "sse_toolkit", "run", "app:app", "--port", str(port)]
     process = ServerProcess(command, tmp_path / "server.log", cwd=tmp_path)
 
-    async def scenario() -> tuple[Any, int]:
-        (stream,) = await open_streams("127.0.0.1", port, ["/events"])
+    async def event_arrived(stream: RawStream) -> None:
         async with httpx.AsyncClient(timeout=WAIT) as client:
             for _ in range(int(WAIT / 0.02)):  # until the subscription is live
                 await client.post(f"http://127.0.0.1:{port}/send")
                 if stream.events:
-                    break
+                    return
                 await asyncio.sleep(0.02)
-        process.signal(signal.SIGINT)
-        await wait_ended([stream], WAIT)
-        return stream, await asyncio.to_thread(process.wait, WAIT)
 
-    try:
-        process.wait_listening(port)
-        stream, code = asyncio.run(scenario())
-        log = process.log()
-    finally:
-        process.stop()
+    stopped = stop_one_stream(process, port, "/events", signal.SIGINT, before=event_arrived)
+    stream = stopped.stream
     assert stream.complete and stream.error is None, stream.error
     assert stream.events[0] == "Hello, world!"
     assert stream.retry_at_end is not None
-    assert code == 0, log
-    assert "Traceback" not in log, log
+    assert stopped.code == 0, stopped.log
+    assert "Traceback" not in stopped.log, stopped.log
 
 
 # -- every block a tested example; the commands the CLI's ------------------------------------
