@@ -16,7 +16,7 @@ from ._concurrency import call_maybe_async
 from ._http import HTTPError, Request
 from ._types import Scope
 from ._validate import check_positive_int, check_seconds
-from .tokens import ACTIONS, InvalidToken, TokenClaims, verify_token
+from .tokens import ACTIONS, InvalidToken, TokenClaims, TokenVerifier
 
 __all__ = [
     "CHANNEL_NAME_PATTERN",
@@ -79,22 +79,25 @@ class Auth:
     ``--token-required-for ACTION`` (repeatable) names the ones that need a token.
     """
 
-    __slots__ = ("authorize", "required_for", "secret", "token_cookie")
+    __slots__ = ("authorize", "required_for", "secret", "token_cookie", "verifier")
 
     def __init__(
         self,
-        secret: str | bytes | None = None,
+        secret: str | bytes | TokenVerifier | None = None,
         *,
         authorize: Authorize | None = None,
         token_cookie: str = "sse_token",
         required_for: Iterable[str] | str | None = None,
     ) -> None:
-        if secret is not None:
-            if not isinstance(secret, (str, bytes)):
-                raise TypeError(f"secret must be a str, bytes or None, not {type(secret).__name__}")
-            if not secret.strip():
-                # An unset environment variable: tokens signed with an empty key would pass.
-                raise ValueError("secret must not be empty (None turns tokens off)")
+        if secret is None or isinstance(secret, TokenVerifier):
+            verifier = secret
+        elif isinstance(secret, (str, bytes)):
+            # (an empty one, say an unset environment variable, is refused there)
+            verifier = TokenVerifier(secret=secret)
+        else:
+            raise TypeError(
+                f"secret must be a str, bytes, TokenVerifier or None, not {type(secret).__name__}"
+            )
         _check_callable("authorize", authorize)
         if not isinstance(token_cookie, str) or not _COOKIE_NAME.fullmatch(token_cookie):
             raise ValueError(f"token_cookie must be a cookie name, not {token_cookie!r}")
@@ -105,6 +108,7 @@ class Auth:
                 "tokens would never be checked"
             )
         self.secret = secret
+        self.verifier = verifier
         self.authorize = authorize
         self.token_cookie = token_cookie
         self.required_for: frozenset[str] = actions
@@ -128,16 +132,15 @@ class Auth:
         """
         names = list(names)
         claims = None
-        if self.secret is not None and action in self.required_for:
+        if self.verifier is not None and action in self.required_for:
             token = request.bearer_token(self.token_cookie)
             if token is None:
                 raise HTTPError(401, "a token is required", [("www-authenticate", "Bearer")])
             try:
-                claims = verify_token(self.secret, token)
+                claims = await self.verifier.verify_async(token)
             except InvalidToken as exc:
-                raise HTTPError(
-                    401, str(exc), [("www-authenticate", 'Bearer error="invalid_token"')]
-                ) from None
+                challenge = f'Bearer error="invalid_token", error_description="{exc.description}"'
+                raise HTTPError(401, exc.description, [("www-authenticate", challenge)]) from None
             for name in names:
                 if not claims.allows(name, action):
                     raise HTTPError(403, f"the token does not allow {action} on {name!r}")
