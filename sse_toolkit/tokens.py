@@ -41,6 +41,8 @@ from typing import Any, Final
 import anyio
 import jwt
 
+from ._validate import check_delay
+
 __all__ = [
     "ACTIONS",
     "ASYMMETRIC_ALGORITHMS",
@@ -64,6 +66,11 @@ MAX_TOKEN_LENGTH: Final = 16_384  # characters: a JWT anyone sends fits; more is
 CLAIM: Final = "sse"  # the grants' namespace in the payload
 _MAX_JWKS_BYTES: Final = 1 << 20
 
+
+class _Never(Exception):
+    """An error of a newer PyJWT than the one installed: never raised."""
+
+
 # PyJWT's errors, and what a client is told (fixed strings: never a token's content).
 _DESCRIPTIONS: Final[tuple[tuple[type[Exception], str], ...]] = (
     (jwt.ExpiredSignatureError, "the token has expired"),
@@ -71,9 +78,26 @@ _DESCRIPTIONS: Final[tuple[tuple[type[Exception], str], ...]] = (
     (jwt.InvalidAudienceError, "the token is for another audience"),
     (jwt.InvalidIssuerError, "the token is from another issuer"),
     (jwt.InvalidSignatureError, "bad token signature"),
-    (jwt.MissingRequiredClaimError, "the token has no exp claim"),
     (jwt.InvalidIssuedAtError, "the token's iat claim is not a time"),
+    # (PyJWT >= 2.10 checks these types itself)
+    (
+        getattr(jwt.exceptions, "InvalidSubjectError", _Never),
+        "the token's sub claim is not a string",
+    ),
+    (getattr(jwt.exceptions, "InvalidJTIError", _Never), "the token's jti claim is not a string"),
 )
+_REQUIRED_CLAIMS: Final = frozenset({"exp", "aud", "iss"})  # those PyJWT may say are missing
+
+
+def _description(exc: Exception) -> str:
+    """The fixed phrase for one of PyJWT's errors."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        claim = exc.claim if exc.claim in _REQUIRED_CLAIMS else "required"
+        return f"the token has no {claim} claim"
+    for error, description in _DESCRIPTIONS:
+        if isinstance(exc, error):
+            return description
+    return "malformed token"
 
 
 class InvalidToken(ValueError):
@@ -166,10 +190,33 @@ def _jwks_keys(jwks: Mapping[str, Any]) -> list[_PublicKey]:
             raise ValueError("a JWKS key is a JSON object")
         if item.get("kty") == "oct":
             raise ValueError("a JWKS here holds public keys only (a shared secret is `secret`)")
-        jwk = jwt.PyJWK(item)
-        algorithms = (jwk.algorithm_name,) if "alg" in item else _algorithms_of_key(jwk.key)
-        keys.append(_PublicKey(jwk.key_id, jwk.key, algorithms))
+        if item.get("use", "sig") != "sig":
+            continue  # an encryption key (Keycloak's sets hold one): not for signatures
+        if "alg" in item and item["alg"] not in ASYMMETRIC_ALGORITHMS:
+            raise ValueError(f"a JWKS key's alg must be one of {list(ASYMMETRIC_ALGORITHMS)}")
+        try:
+            jwk = jwt.PyJWK(item)
+        except jwt.PyJWTError as exc:  # (InvalidKeyError is no PyJWKError)
+            raise ValueError(f"a JWKS key cannot be used: {exc}") from None
+        key = _public_half(jwk.key)  # (PyJWT's RSA and EC verify need the public key)
+        algorithms = (jwk.algorithm_name,) if "alg" in item else _algorithms_of_key(key)
+        keys.append(_PublicKey(jwk.key_id, key, algorithms))
+    if not keys:
+        raise ValueError("a JWKS has at least one signing key (use: sig)")
     return keys
+
+
+def _public_half(key: Any) -> Any:
+    """A private key's public key (a JWK with its private parameters); else ``key``."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    private = (
+        rsa.RSAPrivateKey,
+        ec.EllipticCurvePrivateKey,
+        ed25519.Ed25519PrivateKey,
+        ed448.Ed448PrivateKey,
+    )
+    return key.public_key() if isinstance(key, private) else key
 
 
 class _JWKSFetcher:
@@ -260,13 +307,18 @@ class TokenVerifier:
             try:
                 data = json.loads(jwks) if isinstance(jwks, str) else jwks
                 keys += _jwks_keys(data)
-            except (ValueError, TypeError, jwt.PyJWKError, jwt.PyJWKSetError) as exc:
+            except (ValueError, TypeError, KeyError, jwt.PyJWTError) as exc:
                 raise ValueError(f"jwks is not a usable JWKS: {exc}") from None
         self._keys = keys
         self._fetcher = (
             None
             if jwks_url is None
-            else _JWKSFetcher(jwks_url, jwks_lifetime, jwks_min_interval, jwks_timeout)
+            else _JWKSFetcher(
+                jwks_url,
+                check_delay("jwks_lifetime", jwks_lifetime),
+                check_delay("jwks_min_interval", jwks_min_interval),
+                check_delay("jwks_timeout", jwks_timeout) or 1e-3,
+            )
         )
         if self._secret is None and not keys and self._fetcher is None:
             raise ValueError("a TokenVerifier needs a secret, a public_key, a jwks or a jwks_url")
@@ -289,8 +341,16 @@ class TokenVerifier:
         if isinstance(audience, str):
             audience = [audience]
         self.audience = None if audience is None else list(audience)
+        if self.audience is not None and not (
+            self.audience and all(isinstance(a, str) and a for a in self.audience)
+        ):
+            # (an empty list would refuse every token)
+            raise ValueError(f"audience must be a non-empty str or list of them, not {audience!r}")
+        if issuer is not None and not (isinstance(issuer, str) and issuer):
+            raise ValueError(f"issuer must be a non-empty str or None, not {issuer!r}")
         self.issuer = issuer
-        self.leeway = leeway
+        # (a NaN leeway would make PyJWT accept every expired token)
+        self.leeway = check_delay("leeway", leeway)
 
     @classmethod
     def from_file(cls, path: str | Path, **options: Any) -> TokenVerifier:
@@ -319,7 +379,9 @@ class TokenVerifier:
         """`verify`, fetching a ``jwks_url``'s keys first when due (in a worker thread)."""
         header = _header(token)
         fetcher = self._fetcher
-        asymmetric = header["alg"] not in HMAC_ALGORITHMS
+        algorithm = header["alg"]
+        # (an algorithm refused anyway fetches nothing: no fetch on `alg: none`)
+        asymmetric = algorithm in self.algorithms and algorithm not in HMAC_ALGORITHMS
         if fetcher is not None and asymmetric and fetcher.due(header.get("kid")):
             await anyio.to_thread.run_sync(fetcher.refresh)
         return self._decode(str(token), header)
@@ -342,10 +404,7 @@ class TokenVerifier:
         except InvalidToken:
             raise
         except jwt.PyJWTError as exc:
-            for error, description in _DESCRIPTIONS:
-                if isinstance(exc, error):
-                    raise InvalidToken(description) from None
-            raise InvalidToken("malformed token") from None
+            raise InvalidToken(_description(exc)) from None
         except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
             raise InvalidToken("malformed token") from None
 
