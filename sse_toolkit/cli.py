@@ -1,7 +1,8 @@
 """The hub command: ``python -m sse_toolkit`` (or ``sse-toolkit``).
 
 ``serve`` (the default) runs an `SSEApp` at ``/sse`` with uvicorn, leaving ``/`` for the
-demo page. ``token`` mints a signed token for a hub started with ``--secret``.
+demo page. ``token`` mints a JWT (`sse_toolkit.tokens.create_token`) for a hub started
+with ``--secret`` (HS256/384/512) or ``--jwt-key`` (the public half of ``--private-key``).
 
 ``run`` serves any ASGI app so that its streams end cleanly (see `sse_toolkit.runner`).
 
@@ -18,15 +19,25 @@ import argparse
 import gc
 import logging
 import math
+import shlex
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .app import SSEApp
 from .hub import SSE_PREFIX, Hub, HubSettings
 from .manager import ChannelManager
-from .policy import channel_name_error
+from .policy import Auth, channel_name_error
 from .runner import add_run_arguments, run, run_command
-from .tokens import ACTIONS, create_token
+from .tokens import (
+    ACTIONS,
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    TokenVerifier,
+    create_token,
+)
 
 __all__ = ["main"]
 
@@ -36,6 +47,16 @@ DEFAULT_STREAMS_PER_CLIENT = 1000
 DEFAULT_CHANNELS_PER_CLIENT = 256
 _ACTION_CHOICES = ("subscribe", "publish", "stats")
 assert frozenset(_ACTION_CHOICES) == ACTIONS
+_ALGORITHMS = (*HMAC_ALGORITHMS, *ASYMMETRIC_ALGORITHMS)
+RECOMMENDED_SECRET_BYTES = 32  # RFC 7518, 3.2: an HS256 key as long as the hash
+_KEY_FLAGS = ("--secret", "--jwt-key", "--jwks-url")
+
+
+class _OptionError(Exception):
+    """A mistake in one option: ``argument FLAG: MESSAGE``, exit status 2, no traceback."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"argument {flag}: {message}")
 
 
 def version() -> str:
@@ -114,40 +135,76 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
     token = commands.add_parser(
         "token",
-        help="mint a signed token for a hub run with --secret",
+        help="mint a JWT for a hub run with --secret or --jwt-key",
         description=(
-            "Print a token signed with SECRET granting ACTIONs on CHANNELs for TTL seconds."
-            " Send it as `Authorization: Bearer TOKEN`, the sse_token cookie or ?token=TOKEN."
+            "Print a JWT granting ACTIONs on CHANNELs for TTL seconds, signed with the"
+            " hub's --secret (HS256/384/512) or with the private key whose public half the"
+            " hub reads with --jwt-key. Send it as `Authorization: Bearer TOKEN`, the"
+            " sse_token cookie or ?token=TOKEN. Any JWT library mints the same tokens:"
+            " see the docs' 'Authenticating clients'."
         ),
         formatter_class=_HelpFormatter,
     )
-    token.add_argument("--secret", required=True, help="the hub's --secret")
+    key = token.add_mutually_exclusive_group(required=True)
+    key.add_argument("--secret", help="the hub's --secret (HS256/384/512)")
+    key.add_argument(
+        "--private-key",
+        metavar="PATH",
+        help="a PEM private key (PKCS#8 or traditional, unencrypted) whose public key the"
+        " hub reads with --jwt-key (needs sse-toolkit[crypto])",
+    )
+    token.add_argument(
+        "--algorithm",
+        choices=_ALGORITHMS,
+        metavar="ALG",
+        default=None,
+        help="the JWS algorithm: HS256, HS384, HS512 with --secret; RS256 ... PS512,"
+        " ES256/384/512 or EdDSA with --private-key (default: HS256 with --secret;"
+        " with --private-key, by the key's type: RS256, ES256/384/512 by curve, EdDSA)",
+    )
+    token.add_argument(
+        "--key-id",
+        metavar="KID",
+        help="the kid header: which key of the hub's JWKS checks the token",
+    )
     token.add_argument(
         "--channel",
         action="append",
-        required=True,
         type=_token_channel,
-        help="a channel the token grants (repeatable; * for all; a stats token needs *)",
+        help="a channel pattern the token grants: a name, * for every channel or prefix.*"
+        " for the channels named prefix.something (repeatable; needed to subscribe or"
+        " publish, not for stats)",
     )
     token.add_argument(
         "--action",
         action="append",
         choices=_ACTION_CHOICES,
-        help="an action the token grants (repeatable) (default: subscribe)",
+        help="an action the token grants (repeatable; stats covers every channel)"
+        " (default: subscribe)",
     )
     token.add_argument(
         "--ttl", type=_ttl, default=3600.0, help="seconds the token is valid (default: 3600)"
+    )
+    token.add_argument("--subject", metavar="SUB", help="the sub claim: the client's identity")
+    token.add_argument(
+        "--audience", metavar="AUD", help="the aud claim, for a hub run with --jwt-audience"
+    )
+    token.add_argument(
+        "--issuer", metavar="ISS", help="the iss claim, for a hub run with --jwt-issuer"
     )
     return parser, token
 
 
 def _token_channel(value: str) -> str:
-    """A channel name as the app accepts it, or ``*`` (every channel)."""
+    """A channel name as the app accepts it, ``*`` (every channel) or ``prefix.*``."""
     if value == "*":
         return value
-    error = channel_name_error(value)
+    name = value[:-2] if value.endswith(".*") else value
+    error = channel_name_error(name)
     if error is not None:
-        raise argparse.ArgumentTypeError(f"{error.message}, not {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"{error.message} (or a pattern: * or prefix.*), not {value!r}"
+        )
     return value
 
 
@@ -183,9 +240,66 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
         default=None,
         shown="none: no tokens",
         help=(
-            "require tokens signed with this secret (see the token command) for every"
-            " action, subscribing included, unless --token-required-for narrows it"
+            "require JWTs signed with this shared secret (HS256/384/512; 32 bytes or more"
+            " recommended; see the token command) for every action, subscribing included,"
+            " unless --token-required-for narrows it"
         ),
+    )
+    add(
+        "--jwt-key",
+        metavar="PATH",
+        default=None,
+        shown="none",
+        help=(
+            "require JWTs signed with the private half of this key: a PEM public key or"
+            " certificate (RS*, PS*, ES*, EdDSA) or a JWKS JSON file (keys picked by kid;"
+            " needs sse-toolkit[crypto]); with --secret, either key will do"
+        ),
+    )
+    add(
+        "--jwks-url",
+        metavar="URL",
+        default=None,
+        shown="none",
+        help=(
+            "require JWTs signed with a key of the JWKS at this http(s) URL: fetched in a"
+            " worker thread, cached 5 minutes, fetched again for an unknown kid (key"
+            " rotation)"
+        ),
+    )
+    add(
+        "--jwt-algorithm",
+        action="append",
+        choices=_ALGORITHMS,
+        metavar="ALG",
+        default=None,
+        shown="every one the keys allow",
+        help=(
+            "an accepted JWS algorithm (repeatable): HS256, HS384, HS512 (with --secret),"
+            " RS256 ... PS512, ES256, ES384, ES512, EdDSA (with a public key); none is"
+            " never accepted"
+        ),
+    )
+    add(
+        "--jwt-audience",
+        action="append",
+        metavar="AUD",
+        default=None,
+        shown="none: a token naming an audience is refused",
+        help="an audience the tokens' aud claim must name (repeatable: any of them)",
+    )
+    add(
+        "--jwt-issuer",
+        metavar="ISS",
+        default=None,
+        shown="none: not checked",
+        help="the issuer the tokens' iss claim must be",
+    )
+    add(
+        "--token-cookie",
+        metavar="NAME",
+        default="sse_token",
+        help="the cookie a token may come in (besides Authorization: Bearer and ?token=)",
     )
     add(
         "--token-required-for",
@@ -193,10 +307,10 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
         choices=_ACTION_CHOICES,
         metavar="ACTION",
         default=None,
-        shown="every action with --secret",
+        shown="every action with tokens on",
         help=(
-            "with --secret, an action that needs a token: subscribe, publish or stats"
-            " (repeatable; the others are open)"
+            "with --secret, --jwt-key or --jwks-url, an action that needs a token:"
+            " subscribe, publish or stats (repeatable; the others are open)"
         ),
     )
     add(
@@ -255,31 +369,180 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     if args.command == "token":
         return _token(token_parser, args)
-    if args.token_required_for and args.secret is None:
-        parser.error(
-            "--token-required-for needs --secret: without a secret no token is ever checked"
-        )
-    return serve(args)
+    return serve(args, parser)
+
+
+# -- the token command ---------------------------------------------------------------------
 
 
 def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     actions = list(dict.fromkeys(args.action or ["subscribe"]))
-    channels = list(dict.fromkeys(args.channel))
-    if not args.secret.strip():
-        parser.error("argument --secret: must not be empty")
-    if "stats" in actions and "*" not in channels:
-        parser.error(
-            "argument --action: a stats token needs --channel '*' (stats cover every channel)"
-        )
+    channels = list(dict.fromkeys(args.channel or []))
+    if not channels and {"subscribe", "publish"} & set(actions):
+        parser.error("argument --channel: required to subscribe or publish (a name, * or prefix.*)")
+    key: str | bytes
+    if args.private_key is not None:
+        key, algorithm = _private_key(parser, args.private_key, args.algorithm)
+    else:
+        if not args.secret.strip():
+            parser.error("argument --secret: must not be empty")
+        algorithm = args.algorithm or "HS256"
+        if algorithm not in HMAC_ALGORITHMS:
+            parser.error(
+                f"argument --algorithm: {algorithm} signs with a private key (--private-key);"
+                " a secret signs HS256, HS384 or HS512"
+            )
+        key = args.secret
+        _warn_short_secret(args.secret, "sse-toolkit token: warning: ")
     try:
-        token = create_token(args.secret, channels=channels, actions=actions, ttl=args.ttl)
-    except ValueError as exc:
+        with warnings.catch_warnings():
+            # (PyJWT's InsecureKeyLengthWarning: said once above, in our words)
+            warnings.simplefilter("ignore")
+            token = create_token(
+                key,
+                channels=channels,
+                actions=actions,
+                ttl=args.ttl,
+                subject=args.subject,
+                audience=args.audience,
+                issuer=args.issuer,
+                algorithm=algorithm,
+                key_id=args.key_id,
+            )
+    except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     print(token)
     return 0
 
 
-def serve(args: argparse.Namespace) -> int:
+def _private_key(
+    parser: argparse.ArgumentParser, path: str, algorithm: str | None
+) -> tuple[bytes, str]:
+    """The PEM bytes of ``--private-key`` and the algorithm to sign with (checked)."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        parser.error(f"argument --private-key: cannot read {path!r}: {exc.strerror or exc}")
+    try:
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:  # pragma: no cover - the extra is missing
+        parser.error(
+            "argument --private-key: needs cryptography: pip install 'sse-toolkit[crypto]'"
+        )
+    try:
+        private = serialization.load_pem_private_key(pem, password=None)
+        allowed = _key_algorithms(private.public_key())
+    except (ValueError, TypeError) as exc:
+        parser.error(f"argument --private-key: {path!r} is not a usable PEM private key: {exc}")
+    if algorithm is None:
+        return pem, allowed[0]
+    if algorithm not in allowed:
+        parser.error(
+            f"argument --algorithm: {algorithm} cannot sign with the key in {path!r}"
+            f" (it signs {', '.join(allowed)})"
+        )
+    return pem, algorithm
+
+
+def _key_algorithms(public_key: Any) -> tuple[str, ...]:
+    """The algorithms a key pair signs, the usual one first; ValueError if none."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return tuple(a for a in ASYMMETRIC_ALGORITHMS if a[:2] in ("RS", "PS"))
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        by_curve = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+        if public_key.curve.name not in by_curve:
+            raise ValueError(f"unsupported elliptic curve {public_key.curve.name!r}")
+        return (by_curve[public_key.curve.name],)
+    if isinstance(public_key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        return ("EdDSA",)
+    raise ValueError(f"a {type(public_key).__name__} does not sign JWTs")
+
+
+def _warn_short_secret(secret: str, prefix: str = "") -> bool:
+    """Say so when a secret is shorter than recommended; whether it is."""
+    size = len(secret.encode())
+    if size >= RECOMMENDED_SECRET_BYTES:
+        return False
+    message = (
+        f"the secret is {size} bytes: {RECOMMENDED_SECRET_BYTES} or more recommended"
+        " (a random one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+    if prefix:
+        print(prefix + message, file=sys.stderr)
+    else:
+        log.warning("--secret: %s", message)
+    return True
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+def token_verifier(args: argparse.Namespace) -> TokenVerifier | None:
+    """One `TokenVerifier` with every key the options give (None: no tokens); an
+    `_OptionError` naming the option at fault."""
+    secret = args.secret
+    if secret is None and args.jwt_key is None and args.jwks_url is None:
+        for flag, value in (
+            ("--token-required-for", args.token_required_for),
+            ("--jwt-algorithm", args.jwt_algorithm),
+            ("--jwt-audience", args.jwt_audience),
+            ("--jwt-issuer", args.jwt_issuer),
+        ):
+            if value:
+                raise _OptionError(
+                    flag,
+                    f"needs {', '.join(_KEY_FLAGS[:-1])} or {_KEY_FLAGS[-1]}:"
+                    " without a key no token is ever checked",
+                )
+        return None
+    if secret is not None and not secret.strip():
+        raise _OptionError("--secret", "must not be empty (leave it out for no tokens)")
+    if args.jwks_url is not None and not args.jwks_url.startswith(("http://", "https://")):
+        raise _OptionError("--jwks-url", f"must be an http(s) URL, not {args.jwks_url!r}")
+    text = None
+    if args.jwt_key is not None:
+        try:
+            text = Path(args.jwt_key).read_text()
+        except OSError as exc:
+            message = f"cannot read {args.jwt_key!r}: {exc.strerror or exc}"
+            raise _OptionError("--jwt-key", message) from None
+        except UnicodeDecodeError:
+            message = f"{args.jwt_key!r} is neither a PEM file nor a JWKS (not text)"
+            raise _OptionError("--jwt-key", message) from None
+        try:
+            TokenVerifier.from_file(args.jwt_key)  # the file alone: a mistake names it
+        except ImportError as exc:
+            raise _OptionError("--jwt-key", str(exc)) from None
+        except (ValueError, TypeError) as exc:
+            message = f"{args.jwt_key!r} is not a usable PEM public key or JWKS: {exc}"
+            raise _OptionError("--jwt-key", message) from None
+    options: dict[str, Any] = {
+        "secret": secret,
+        "jwks_url": args.jwks_url,
+        "algorithms": args.jwt_algorithm,
+        "audience": args.jwt_audience,
+        "issuer": args.jwt_issuer,
+    }
+    try:
+        if text is None:
+            return TokenVerifier(**options)
+        if text.lstrip().startswith("{"):
+            return TokenVerifier(jwks=text, **options)
+        return TokenVerifier(public_key=text, **options)
+    except (ValueError, TypeError) as exc:  # (the keys were checked: the algorithms)
+        raise _OptionError("--jwt-algorithm", str(exc)) from None
+
+
+def serve(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    try:
+        verifier = token_verifier(args)
+    except _OptionError as exc:
+        if parser is not None:
+            parser.error(str(exc))
+        print(f"sse-toolkit: error: {exc}", file=sys.stderr)
+        return 2
     try:
         import uvicorn  # noqa: F401
     except ImportError:
@@ -287,6 +550,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    if args.secret is not None and _warn_short_secret(args.secret):
+        # (said once, here: not PyJWT's warning on every request's first check)
+        warnings.filterwarnings("ignore", message="The HMAC key is .* bytes long")
     backend = None
     if args.redis_url:
         from .backends.redis import RedisBackend
@@ -299,9 +565,12 @@ def serve(args: argparse.Namespace) -> int:
         sse = SSEApp(
             manager,
             allow_publish=allow_publish,
-            secret=args.secret,
-            # None: every action needs a token (with a secret), as in SSEApp.
-            token_required_for=args.token_required_for,
+            # None: every action needs a token (with a key), as in SSEApp.
+            auth=Auth(
+                verifier,
+                token_cookie=args.token_cookie,
+                required_for=args.token_required_for,
+            ),
             stats=stats,
             cors_origins=args.cors_origin,
             heartbeat_interval=args.heartbeat,
@@ -311,7 +580,7 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:  # a mistake in the options: say which, no traceback
         print(f"sse-toolkit: {exc}", file=sys.stderr)
         return 2
-    needs_token = sse.auth.required_for if args.secret is not None else frozenset()
+    needs_token = sse.auth.required_for if verifier is not None else frozenset()
     settings = HubSettings(
         allow_publish=allow_publish,
         token_required_for=needs_token,
@@ -320,7 +589,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"http://{host}:{args.port}"
-    _log_start(args, base, needs_token, allow_publish=allow_publish, stats=stats)
+    _log_start(args, base, needs_token, verifier, allow_publish=allow_publish, stats=stats)
     # Everything imported and built so far lives as long as the hub: keep it out of the
     # garbage collector's full passes, which otherwise stall streams for tens of ms.
     gc.freeze()
@@ -334,6 +603,7 @@ def _log_start(
     args: argparse.Namespace,
     base: str,
     needs_token: frozenset[str],
+    verifier: TokenVerifier | None = None,
     *,
     allow_publish: bool,
     stats: bool,
@@ -367,7 +637,9 @@ def _log_start(
         )
     else:
         log.info("publishing over HTTP is off (--allow-publish turns it on)")
-    mint = "python -m sse_toolkit token --secret ..."
+    if verifier is not None:
+        log.info("tokens: JWTs, %s", _describe_keys(args, verifier))
+    mint = _mint_command(args)
     actions = [a for a in ("subscribe", "publish") if a in needs_token]
     if not allow_publish and "publish" in actions:
         actions.remove("publish")
@@ -378,7 +650,37 @@ def _log_start(
         stats_auth = bearer.replace("$TOKEN", "$STATS_TOKEN") if "stats" in needs_token else ""
         log.info("stats:     curl%s %s%s/_stats", stats_auth, base, SSE_PREFIX)
         if "stats" in needs_token:
-            log.info("stats token: STATS_TOKEN=$(%s --channel '*' --action stats)", mint)
+            log.info("stats token: STATS_TOKEN=$(%s --action stats)", mint)
+
+
+def _describe_keys(args: argparse.Namespace, verifier: TokenVerifier) -> str:
+    """Which keys check the tokens (never the secret itself)."""
+    keys = []
+    if args.secret is not None:
+        keys.append("a shared secret (--secret)")
+    if args.jwt_key is not None:
+        keys.append(f"the key(s) in {args.jwt_key}")
+    if args.jwks_url is not None:
+        keys.append(f"the JWKS at {_redacted(args.jwks_url)}")
+    text = f"signed with {' or '.join(keys)}; algorithms {', '.join(sorted(verifier.algorithms))}"
+    if args.jwt_audience:
+        text += f"; audience {' or '.join(args.jwt_audience)}"
+    if args.jwt_issuer:
+        text += f"; issuer {args.jwt_issuer}"
+    return text
+
+
+def _mint_command(args: argparse.Namespace) -> str:
+    """The token command for this hub's tokens (the key elided: never logged)."""
+    if args.secret is not None:
+        mint = "python -m sse_toolkit token --secret ..."
+    else:  # (a JWKS URL's issuer mints with its private key: the command can as well)
+        mint = "python -m sse_toolkit token --private-key PRIVATE_KEY.pem"
+    if args.jwt_audience:
+        mint += f" --audience {shlex.quote(args.jwt_audience[0])}"
+    if args.jwt_issuer:
+        mint += f" --issuer {shlex.quote(args.jwt_issuer)}"
+    return mint
 
 
 def _redacted(url: str) -> str:
