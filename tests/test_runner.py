@@ -132,3 +132,32 @@ def test_gunicorn_quick_stop_after_a_graceful_one_still_ends_cleanly(tmp_path: P
     assert code == 0, log
     assert elapsed < 3.0, f"{elapsed:.2f}s"
     assert "SIGKILL" not in log and "Perhaps out of memory" not in log, log
+
+
+def test_connections_to_the_runners_socket_have_nagle_off() -> None:
+    """The runner's listening socket says TCP, so asyncio sets TCP_NODELAY on each accepted
+    connection: without it, every response after the first on a kept-alive connection
+    waited for the client's delayed ACK (~40 ms)."""
+    from sse_toolkit.runner import _bind
+
+    listener = _bind("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    nodelay: list[int] = []
+
+    async def scenario() -> None:
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(10):
+                while not nodelay:
+                    await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(scenario())
+    assert listener.proto == socket.IPPROTO_TCP
+    assert nodelay and nodelay[0] != 0
