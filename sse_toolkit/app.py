@@ -8,13 +8,15 @@ that slash:
   parameter) replays what was missed. ``HEAD`` answers the same headers and no body.
 - ``GET /?channel=a&channel=b``: one stream for several channels (see `merge`).
 - ``POST /{channel}``: publish a JSON body ``{"data": ..., "event": ..., "id": ...,
-  "retry": ...}`` when ``allow_publish`` is set; 202 with the stored id. With publishing
+  "retry": ...}`` when ``allow_publish`` is set; 202 with the stored id (``"data"`` that is
+  not a string is sent as JSON, ``null`` too). With publishing
   off, 405 (``Allow: GET, HEAD, OPTIONS``) and an error saying how to turn it on.
 - ``GET /_stats``: subscribers, published and dropped per channel, when ``stats`` is set.
 - ``OPTIONS``: CORS preflight, when ``cors_origins`` is set.
 
 Statuses: 200 (stream), 202 (published), 204 (preflight); errors are JSON
-``{"error": message}``: 400 (bad name, JSON, field, ``Last-Event-ID`` or too many channels),
+``{"error": message}``: 400 (bad name, JSON, field, ``Last-Event-ID`` or too many
+channels; event types starting with ``sse.`` are reserved for the toolkit's notices),
 401 (token missing or invalid), 403 (not allowed), 404, 405, 413 (body), 414 (name),
 415 (publish without a JSON media type), 429 (stream limits: streams per client, channels
 per client, streams per channel; with ``Retry-After``), 503 (channels or backend
@@ -56,6 +58,8 @@ __all__ = ["CHANNEL_NAME_PATTERN", "CORS", "Auth", "HTTPError", "Limits", "SSEAp
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 _ALLOWED_METHODS: Final = "GET, HEAD, OPTIONS"
 _ALLOWED_METHODS_PUBLISH: Final = "GET, HEAD, POST, OPTIONS"
+# Event types of the toolkit's own notices (sse.reset, sse.lagged): not for publishers.
+RESERVED_EVENT_PREFIX: Final = "sse."
 # The 405 answer to a publish while publishing is off: it says how to turn it on.
 PUBLISHING_OFF: Final = (
     "publishing is off: SSEApp(allow_publish=True) or the hub's --allow-publish turns it on"
@@ -333,6 +337,17 @@ class SSEApp:
         if "data" not in fields:
             raise HTTPError(400, "'data' is required")
         self.limits.check_event_id(fields.get("id"))
+        event_type = fields.get("event")
+        if isinstance(event_type, str) and event_type.startswith(RESERVED_EVENT_PREFIX):
+            # A client must be able to trust sse.reset / sse.lagged (and the toolkit's
+            # future notices): only the toolkit sends them.
+            raise HTTPError(
+                400, f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
+            )
+        if fields["data"] is None:
+            # JSON's null, sent as JSON like every other non-string value: a frame without
+            # data would be stored and acknowledged but never dispatched by EventSource.
+            fields["data"] = "null"
         try:
             return ServerSentEvent(**fields)
         except RecursionError:
