@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from httpx_sse import connect_sse
 
 from sse_toolkit import cli
 from sse_toolkit.hub import Hub as HubApp
-from sse_toolkit.tokens import ACTIONS, verify_token
+from sse_toolkit.tokens import ACTIONS, TokenVerifier, verify_token
 
 from .servers import free_port
 from .test_cli import JSON, SECRET, WAIT, Hub, bearer, mint, run_hub, token, wait_until
@@ -121,7 +122,11 @@ def test_the_hub_help_shows_host_port_and_the_meaning_of_a_secret(command: str |
     assert entries["--host HOST"].endswith("(default: 127.0.0.1)")
     assert entries["--port PORT"].endswith("(default: 8000)")
     assert "every action, subscribing included" in entries["--secret SECRET"]
-    assert "(default: every action with --secret)" in entries["--token-required-for ACTION"]
+    assert "(default: every action with tokens on)" in entries["--token-required-for ACTION"]
+    for flag in ("--jwt-key PATH", "--jwks-url URL", "--jwt-algorithm ALG", "--jwt-audience AUD"):
+        assert "default" in entries[flag], flag
+    assert "PEM public key or certificate" in entries["--jwt-key PATH"]
+    assert "or a JWKS JSON file" in entries["--jwt-key PATH"]
     assert "--allow-publish and --stats are on" in entries["--demo"]
     if command is None:
         assert "--version" in entries
@@ -212,7 +217,7 @@ def test_the_logs_name_the_token_each_command_needs(
     assert "Bearer $STATS_TOKEN" in stats
     assert not any(m.startswith("token:") for m in messages)  # no demo-channel token needed
     (stats_token,) = [m for m in messages if "STATS_TOKEN=$(" in m]
-    assert "--channel '*' --action stats" in stats_token
+    assert stats_token.endswith("token --secret ... --action stats)")
     assert SECRET not in "\n".join(messages)
 
 
@@ -231,7 +236,7 @@ def test_token_required_for_without_a_secret_exits_2_naming_the_option(
 ) -> None:
     done = sse_toolkit("--port", str(free_port()), *args)
     assert done.returncode == 2, done
-    assert "--token-required-for needs --secret" in done.stderr
+    assert "argument --token-required-for: needs --secret, --jwt-key or --jwks-url" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -268,7 +273,8 @@ def test_with_a_secret_subscribing_needs_a_token_and_the_logged_commands_work(
         done = mint(*argv[4:])
         assert done.returncode == 0, done.stderr
         minted = done.stdout.strip()
-        assert set(verify_token(SECRET, minted).actions) == {"subscribe", "publish"}
+        claims = verify_token(SECRET, minted)
+        assert (claims.subscribe, claims.publish) == (("demo",), ("demo",))
 
         # The subscribe command as logged (curl -N -H "authorization: Bearer $TOKEN" URL).
         (subscribe_line,) = [line for line in log.splitlines() if "subscribe: curl -N" in line]
@@ -277,7 +283,7 @@ def test_with_a_secret_subscribing_needs_a_token_and_the_logged_commands_work(
         header = subscribe[3].replace("$TOKEN", minted).split(": ", 1)
         with connect_sse(client, "GET", url, headers=dict([header])) as source:
             assert source.response.status_code == 200
-            stats_token = token("stats", channel="*")
+            stats_token = token("stats")
             wait_until(
                 lambda: _subscribers(client, hub, stats_token) >= 1, "the subscriber is missing"
             )
@@ -369,8 +375,13 @@ def test_demo_serves_publishing_and_stats_and_logs_the_dashboard_first(
         (("--channel", "a", "--ttl", "inf"), "argument --ttl: must be a finite number"),
         (("--channel", "a", "--ttl", "nan"), "argument --ttl: must be a finite number"),
         (("--channel", "a", "--ttl", "soon"), "argument --ttl: must be a finite number"),
-        (("--channel", "a", "--action", "stats"), "a stats token needs --channel '*'"),
-        (("--action", "publish"), "the following arguments are required: --channel"),
+        (("--channel", "_news.*", "--action", "publish"), "argument --channel: channel names"),
+        (("--channel", "*.*"), "argument --channel: channel names use"),
+        (("--channel", "news*"), "argument --channel: channel names use"),
+        (("--action", "publish"), "argument --channel: required to subscribe or publish"),
+        ((), "argument --channel: required to subscribe or publish"),
+        (("--channel", "a", "--algorithm", "RS256"), "argument --algorithm: RS256 signs with"),
+        (("--channel", "a", "--algorithm", "none"), "argument --algorithm: invalid choice"),
     ],
 )
 def test_token_mistakes_exit_2_with_the_token_usage(args: tuple[str, ...], message: str) -> None:
@@ -408,8 +419,8 @@ def test_a_minted_token_verifies_with_its_channels_actions_and_expiry() -> None:
     )
     assert done.returncode == 0, done.stderr
     claims = verify_token(SECRET, done.stdout.strip())
-    assert claims.channels == ("a.b:c~d-e_f", "*")
-    assert claims.actions == ("subscribe", "stats")
+    assert claims.subscribe == ("a.b:c~d-e_f", "*")
+    assert (claims.publish, claims.stats) == ((), True)
     assert before + 119 <= claims.expires <= time.time() + 121
     assert claims.allows("anything", "stats")
 
@@ -419,5 +430,220 @@ def test_a_minted_token_defaults_to_subscribe_for_an_hour() -> None:
     done = mint("--secret", SECRET, "--channel", "news")
     assert done.returncode == 0, done.stderr
     claims = verify_token(SECRET, done.stdout.strip())
-    assert (claims.channels, claims.actions) == (("news",), ("subscribe",))
+    assert (claims.subscribe, claims.publish, claims.stats) == (("news",), (), False)
+    assert claims.subject is None
     assert math.isclose(claims.expires - before, 3600, abs_tol=5)
+
+
+def test_a_minted_token_carries_patterns_subject_audience_and_issuer() -> None:
+    done = mint(
+        "--secret",
+        SECRET,
+        "--channel",
+        "news.*",
+        "--channel",
+        "room",
+        "--action",
+        "publish",
+        "--subject",
+        "alice",
+        "--audience",
+        "sse-hub",
+        "--issuer",
+        "https://auth.example",
+        "--algorithm",
+        "HS512",
+    )
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert jwt.get_unverified_header(token)["alg"] == "HS512"
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert payload["sse"] == {"publish": ["news.*", "room"]}
+    assert (payload["sub"], payload["aud"], payload["iss"]) == (
+        "alice",
+        "sse-hub",
+        "https://auth.example",
+    )
+    verifier = TokenVerifier(secret=SECRET, audience="sse-hub", issuer="https://auth.example")
+    claims = verifier.verify(token)
+    assert claims.subject == "alice"
+    assert claims.allows("news.x", "publish") and not claims.allows("news", "publish")
+
+
+def test_a_stats_token_needs_no_channel() -> None:
+    done = mint("--secret", SECRET, "--action", "stats")
+    assert done.returncode == 0, done.stderr
+    claims = verify_token(SECRET, done.stdout.strip())
+    assert (claims.subscribe, claims.publish, claims.stats) == ((), (), True)
+
+
+def test_a_short_secret_is_minted_with_a_warning() -> None:
+    done = mint("--secret", "short", "--channel", "a")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("sse-toolkit token: warning: the secret is 5 bytes: 32")
+    assert "InsecureKeyLengthWarning" not in done.stderr  # said once, in our words
+    assert verify_token(TokenVerifier(secret="short"), done.stdout.strip()).subscribe == ("a",)
+
+
+# -- JWT keys: --jwt-key, --jwks-url, --jwt-algorithm, --jwt-audience, --jwt-issuer ---------
+
+
+@pytest.fixture(scope="module")
+def pem_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    folder = tmp_path_factory.mktemp("pem")
+    private = ec.generate_private_key(ec.SECP256R1())
+    files = {
+        "private": private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        "public": private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "garbage": b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n",
+        "binary": bytes(range(256)),
+        "jwks-empty": b'{"keys": []}',
+        "jwks-secret": b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}',
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in files}
+
+
+def test_jwt_key_turns_tokens_on_with_the_key_s_algorithms(
+    started: dict[str, Any], pem_files: dict[str, Path]
+) -> None:
+    args = ["--jwt-key", str(pem_files["public"]), "--allow-publish", "--jwt-issuer", "me"]
+    assert cli.main(args) == 0
+    hub = _hub(started)
+    verifier = hub.sse.auth.verifier
+    assert isinstance(verifier, TokenVerifier)
+    assert verifier.algorithms == {"ES256"} and verifier.issuer == "me"
+    assert hub.settings.token_required_for == ACTIONS
+    assert hub.sse.auth.required_for == ACTIONS
+
+
+def test_a_secret_and_a_jwt_key_make_one_verifier(
+    started: dict[str, Any], pem_files: dict[str, Path]
+) -> None:
+    args = ["--secret", SECRET, "--jwt-key", str(pem_files["public"])]
+    args += ["--jwt-algorithm", "HS256", "--jwt-algorithm", "ES256", "--jwt-audience", "hub"]
+    assert cli.main([*args, "--token-required-for", "publish", "--token-cookie", "auth"]) == 0
+    hub = _hub(started)
+    verifier = hub.sse.auth.verifier
+    assert isinstance(verifier, TokenVerifier)
+    assert verifier.algorithms == {"HS256", "ES256"} and verifier.audience == ["hub"]
+    assert hub.settings.token_required_for == {"publish"}
+    assert hub.sse.auth.token_cookie == "auth"
+
+
+def test_a_jwks_url_turns_tokens_on_without_fetching_at_start(started: dict[str, Any]) -> None:
+    # (nothing listens there: the keys are fetched when a token needs them)
+    assert cli.main(["--jwks-url", "http://127.0.0.1:9/jwks.json", "--stats"]) == 0
+    hub = _hub(started)
+    assert hub.settings.token_required_for == ACTIONS
+    assert hub.sse.auth.verifier is not None
+
+
+def test_the_logs_describe_the_keys_and_how_to_mint_with_a_private_key(
+    started: dict[str, Any], caplog: pytest.LogCaptureFixture, pem_files: dict[str, Path]
+) -> None:
+    caplog.set_level(logging.INFO, logger="sse_toolkit.hub")
+    args = ["--jwt-key", str(pem_files["public"]), "--jwt-audience", "hub", "--allow-publish"]
+    assert cli.main(args) == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "sse_toolkit.hub"]
+    (keys,) = [m for m in messages if m.startswith("tokens: ")]
+    assert f"the key(s) in {pem_files['public']}" in keys and "algorithms ES256" in keys
+    (mint_line,) = [m for m in messages if m.startswith("token: ")]
+    command = mint_line.partition("TOKEN=$(")[2].rstrip(")")
+    assert command.startswith("python -m sse_toolkit token --private-key PRIVATE_KEY.pem")
+    argv = shlex.split(command.replace("PRIVATE_KEY.pem", str(pem_files["private"])))
+    done = mint(*argv[4:])
+    assert done.returncode == 0, done.stderr
+    claims = TokenVerifier.from_file(pem_files["public"], audience="hub").verify(
+        done.stdout.strip()
+    )
+    assert (claims.subscribe, claims.publish) == (("demo",), ("demo",))
+
+
+def test_a_short_secret_is_served_with_one_warning(
+    started: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sse_toolkit.hub")
+    assert cli.main(["--secret", "too-short"]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [warned[0]] and warned[0].startswith("--secret: the secret is 9 bytes")
+    assert "too-short" not in "\n".join(r.getMessage() for r in caplog.records)
+    caplog.clear()
+    assert cli.main(["--secret", SECRET]) == 0
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--jwt-key", "{missing}"), "argument --jwt-key: cannot read"),
+        (("--jwt-key", "{folder}"), "argument --jwt-key: cannot read"),
+        (("--jwt-key", "{garbage}"), "is not a usable PEM public key or JWKS"),
+        (("--jwt-key", "{binary}"), "is neither a PEM file nor a JWKS"),
+        (("--jwt-key", "{jwks-empty}"), "is not a usable PEM public key or JWKS"),
+        (("--jwt-key", "{jwks-secret}"), "is not a usable PEM public key or JWKS"),
+        (("--secret", ""), "argument --secret: must not be empty"),
+        (("--secret", " ", "--jwt-key", "{public}"), "argument --secret: must not be empty"),
+        (("--jwks-url", "ftp://example.com/jwks"), "argument --jwks-url: must be an http(s) URL"),
+        (("--jwt-key", "{public}", "--jwt-algorithm", "RS256"), "argument --jwt-algorithm:"),
+        (("--jwt-key", "{public}", "--jwt-algorithm", "HS256"), "argument --jwt-algorithm:"),
+        (("--secret", SECRET, "--jwt-algorithm", "none"), "argument --jwt-algorithm: invalid"),
+        (("--jwt-audience", "hub"), "argument --jwt-audience: needs --secret, --jwt-key or"),
+        (("--jwt-issuer", "me"), "argument --jwt-issuer: needs --secret, --jwt-key or"),
+        (("--jwt-algorithm", "HS256"), "argument --jwt-algorithm: needs --secret"),
+        (("--secret", SECRET, "--token-cookie", "a b"), "token_cookie must be a cookie name"),
+    ],
+)
+def test_jwt_option_mistakes_exit_2_naming_the_option(
+    args: tuple[str, ...], message: str, pem_files: dict[str, Path]
+) -> None:
+    paths = {name: str(path) for name, path in pem_files.items()}
+    paths.update(
+        missing=str(pem_files["public"]) + ".missing", folder=str(pem_files["public"].parent)
+    )
+    done = sse_toolkit("--port", str(free_port()), *(a.format(**paths) for a in args))
+    assert done.returncode == 2, done
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--private-key", "{missing}"), "argument --private-key: cannot read"),
+        (("--private-key", "{public}"), "is not a usable PEM private key"),
+        (("--private-key", "{binary}"), "is not a usable PEM private key"),
+        (("--private-key", "{private}", "--algorithm", "RS256"), "RS256 cannot sign with"),
+        (("--private-key", "{private}", "--algorithm", "HS256"), "HS256 cannot sign with"),
+        (("--private-key", "{private}", "--secret", SECRET), "not allowed with argument"),
+    ],
+)
+def test_private_key_mistakes_exit_2_with_the_token_usage(
+    args: tuple[str, ...], message: str, pem_files: dict[str, Path]
+) -> None:
+    paths = {name: str(path) for name, path in pem_files.items()}
+    paths["missing"] = str(pem_files["public"]) + ".missing"
+    done = mint(*(a.format(**paths) for a in args), "--channel", "a")
+    assert done.returncode == 2, done
+    assert done.stderr.startswith("usage: sse-toolkit token"), done.stderr
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_private_key_minting_picks_the_key_s_algorithm(pem_files: dict[str, Path]) -> None:
+    args = ("--private-key", str(pem_files["private"]), "--key-id", "k1", "--channel", "a")
+    done = mint(*args)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": "k1", "typ": "JWT"}
+    assert TokenVerifier.from_file(pem_files["public"]).verify(token).subscribe == ("a",)
