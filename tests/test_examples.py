@@ -9,8 +9,12 @@ Each test names the files it covers (``@covers``); a file no test covers fails
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +26,7 @@ from typing import Any, TypeVar
 
 import anyio
 import httpx
+import jwt as pyjwt
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
@@ -342,6 +347,78 @@ def test_subapp_options_tokens_authorize_cors_stats() -> None:
         # Limits: a body over 16 KiB.
         big = {"data": "x" * 20_000}
         assert http.post(f"{url}/news", json=big, headers=auth).status_code == 413
+
+
+# -- tokens: minted in Python and in JavaScript ----------------------------------------------
+
+
+def mjs_runner(tmp_path: Path) -> Path:
+    """A folder where ``node`` finds jose for examples/mint_token.mjs (tests/node's)."""
+    node_modules = ROOT / "tests" / "node" / "node_modules"
+    if shutil.which("node") is None or not (node_modules / "jose").is_dir():
+        message = "node or tests/node/node_modules missing: npm ci --prefix tests/node"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    (tmp_path / "node_modules").symlink_to(node_modules)
+    shutil.copy(EXAMPLES / "mint_token.mjs", tmp_path / "mint_token.mjs")
+    return tmp_path / "mint_token.mjs"
+
+
+def assert_token_works(url: str, token: str, room: str) -> None:
+    """The token subscribes to ``room`` (as EventSource does: ?token=) and to news.x, and
+    publishes to ``room``; nothing on another room."""
+    auth = {"authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=WAIT) as http:
+        assert http.get(f"{url}/{room}").status_code == 401  # no token
+        with connect_sse(http, "GET", f"{url}/{room}?token={token}") as source:
+            until(lambda: subscribers(room) == 1, "the subscriber")
+            sent = http.post(f"{url}/{room}", json={"data": "hi"}, headers=auth)
+            assert sent.status_code == 202, sent.text
+            (event,) = events(source, 1)
+        assert (event.data, event.id) == ("hi", sent.json()["id"])
+        with http.stream("GET", f"{url}/news.x", headers=auth) as response:
+            assert response.status_code == 200
+        assert http.get(f"{url}/other", headers=auth).status_code == 403
+
+
+@covers("mint_token.py", "mint_token.mjs")
+def test_tokens_minted_with_pyjwt_create_token_and_jose_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "a secret from the test's config, well over 32 bytes long"
+    monkeypatch.setenv("SSE_SECRET", secret)
+    example = load("mint_token.py")
+    assert secret == example.SECRET
+    script = mjs_runner(tmp_path)
+    with serve(example.app, lifespan="on") as url:
+        for mint in (example.mint_with_pyjwt, example.mint_with_create_token):
+            room = channel_name()
+            assert_token_works(url, mint("alice", room), room)
+        room = channel_name()
+        done = subprocess.run(
+            ["node", str(script), "bob", room],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "SSE_SECRET": secret},
+        )
+        assert done.returncode == 0, done.stderr
+        token = done.stdout.strip()
+        payload = pyjwt.decode(token, secret, algorithms=["HS256"])
+        assert payload["sub"] == "bob" and payload["exp"] - payload["iat"] == 3600
+        assert json.dumps(payload["sse"]) == json.dumps(
+            {"subscribe": [room, "news.*"], "publish": [room]}
+        )
+        assert_token_works(url, token, room)
+        # A token signed with another secret is refused with the reason.
+        forged = pyjwt.encode(pyjwt.decode(token, options={"verify_signature": False}), "x" * 40)
+        refused = httpx.get(f"{url}/{room}?token={forged}", timeout=WAIT)
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == (
+            'Bearer error="invalid_token", error_description="bad token signature"'
+        )
 
 
 @covers("clock.py")
