@@ -414,7 +414,10 @@ class TokenVerifier:
         keys = self._keys + (self._fetcher.keys if self._fetcher is not None else [])
         usable = [key for key in keys if algorithm in key.algorithms]
         if kid is not None:
-            usable = [key for key in usable if key.kid == kid]
+            # the key of that kid; else a key that has none (a PEM public key: IdPs put a
+            # kid in every token, and a PEM cannot name one)
+            named = [key for key in usable if key.kid == kid]
+            usable = named or [key for key in usable if key.kid is None]
         if not usable:
             raise InvalidToken("no key for the token's kid and algorithm")
         if len(usable) > 1:
