@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
 import anyio
+import jwt
 import pytest
 from asgi_lifespan import LifespanManager
 from hypothesis import given, settings
@@ -15,13 +17,16 @@ from hypothesis import strategies as st
 from sse_toolkit import ChannelManager, SSEApp, create_token
 from sse_toolkit.backends import Backend, BackendUnavailable
 from sse_toolkit.merge import decode_positions, encode_positions
+from sse_toolkit.tokens import TokenVerifier
 
 from .asgi import WAIT, Client
 from .sse_parser import parse
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "s3cret"
+# (PyJWT warns of HMAC keys shorter than the hash: 32 bytes for HS256, 64 for HS512)
+SECRET = "s3cret: a test secret of 64 bytes or more, long enough for HS512 too"
+OTHER_SECRET = "another secret of 32 bytes or more, not the app's"
 
 
 async def call(app: SSEApp, client: Client) -> Client:
@@ -327,13 +332,177 @@ async def test_token_errors() -> None:
 
     assert await status(None) == 401
     assert await status("garbage") == 401
-    assert await status(create_token("other-secret", channels="c", actions="publish")) == 401
+    assert await status(create_token(OTHER_SECRET, channels="c", actions="publish")) == 401
     expired = create_token(SECRET, channels="c", actions="publish", ttl=1, now=0)
     assert await status(expired) == 401
     subscribe_only = create_token(SECRET, channels="c", actions="subscribe")
     assert await status(subscribe_only) == 403
     assert await status(create_token(SECRET, channels="d", actions="publish")) == 403
     assert await status(create_token(SECRET, channels="*", actions="publish")) == 202
+
+
+def pyjwt_token(key: Any = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
+    """A token minted by PyJWT directly, as any backend would (None drops a claim)."""
+    payload = {"exp": int(time.time()) + 300, **claims}
+    payload = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(payload, key, algorithm=algorithm)
+
+
+async def answer(app: SSEApp, client: Client) -> tuple[int, str | None, Any]:
+    """Status, ``WWW-Authenticate`` and JSON body of a request that is not a stream."""
+    await call(app, client)
+    return client.status, client.headers.get("www-authenticate"), client.json()
+
+
+def challenge(description: str) -> str:
+    return f'Bearer error="invalid_token", error_description="{description}"'
+
+
+AUDIENCE_APP = {"allow_publish": True, "stats": True, "heartbeat_interval": None}
+
+
+@pytest.mark.parametrize(
+    ("token", "description"),
+    [
+        (pyjwt_token(aud="hub", exp=int(time.time()) - 60), "the token has expired"),
+        (create_token(SECRET, channels="c", audience="hub", ttl=1, now=0), "the token has expired"),
+        (pyjwt_token(OTHER_SECRET, aud="hub"), "bad token signature"),
+        ("garbage", "malformed token"),
+        ("a.b.c", "malformed token"),
+        (pyjwt_token(aud="elsewhere"), "the token is for another audience"),
+        (pyjwt_token(), "the token has no aud claim"),
+        (pyjwt_token(aud="hub", nbf=int(time.time()) + 3600), "the token is not valid yet"),
+        (pyjwt_token(aud="hub", exp=None), "the token has no exp claim"),
+        (pyjwt_token(aud="hub", sse=["c"]), "the token's sse claim is not an object"),
+        ("eyJhbGciOiJub25lIn0.eyJleHAiOjk5OTk5OTk5OTl9.", "the token's algorithm is not accepted"),
+    ],
+)
+async def test_an_invalid_token_is_401_saying_why(token: str, description: str) -> None:
+    app = SSEApp(
+        ChannelManager(), secret=TokenVerifier(secret=SECRET, audience="hub"), **AUDIENCE_APP
+    )
+    auth = ("authorization", f"Bearer {token}")
+    for client in (
+        Client(path="/c", headers=[auth]),
+        Client(method="HEAD", path="/c", query=f"token={token}"),
+        publish_client("c", {"data": 1}, headers=[auth, ("content-type", "application/json")]),
+        Client(path="/_stats", headers=[("cookie", f"sse_token={token}")]),
+    ):
+        await call(app, client)
+        assert client.status == 401, client.scope["path"]
+        assert client.headers["www-authenticate"] == challenge(description)
+        if client.scope["method"] != "HEAD":
+            assert client.json() == {"error": description}
+
+
+async def test_no_token_is_401_with_a_bare_challenge() -> None:
+    app = SSEApp(ChannelManager(), secret=SECRET, **AUDIENCE_APP)
+    for client in (Client(path="/c"), publish_client("c", {"data": 1}), Client(path="/_stats")):
+        status, www_authenticate, body = await answer(app, client)
+        assert (status, www_authenticate) == (401, "Bearer")
+        assert body == {"error": "a token is required"}
+
+
+@pytest.mark.parametrize(
+    ("grants", "method", "path", "expected"),
+    [
+        ({"subscribe": ["c"]}, "GET", "/c", 200),
+        ({"subscribe": ["d"]}, "GET", "/c", 403),
+        ({"publish": ["c"]}, "GET", "/c", 403),  # another action
+        ({"subscribe": ["news.*"]}, "GET", "/news.sport", 200),
+        ({"subscribe": ["news.*"]}, "GET", "/news", 403),
+        ({"subscribe": ["news.*"]}, "GET", "/newsroom", 403),
+        ({"subscribe": ["*"]}, "GET", "/anything", 200),
+        ({"publish": ["c"]}, "POST", "/c", 202),
+        ({"publish": ["d"]}, "POST", "/c", 403),
+        ({"subscribe": ["*"]}, "POST", "/c", 403),
+        ({"subscribe": ["*"], "publish": ["*"]}, "GET", "/_stats", 403),  # stats is its own
+        ({"stats": False}, "GET", "/_stats", 403),
+        ({"stats": True}, "GET", "/_stats", 200),
+        ({"stats": True}, "GET", "/c", 403),
+        (None, "GET", "/c", 403),  # no sse claim: valid, grants nothing
+        (None, "GET", "/_stats", 403),
+    ],
+)
+async def test_grants_decide_403(
+    grants: dict[str, Any] | None, method: str, path: str, expected: int
+) -> None:
+    app = SSEApp(ChannelManager(), secret=SECRET, **AUDIENCE_APP)
+    token = pyjwt_token(sse=grants, sub="alice")
+    headers = [("authorization", f"Bearer {token}"), ("content-type", "application/json")]
+    if method == "GET" and path != "/_stats":
+        client = Client(method="HEAD", path=path, headers=headers)
+    elif method == "POST":
+        client = publish_client(path[1:], {"data": 1}, headers=headers)
+    else:
+        client = Client(path=path, headers=headers)
+    await call(app, client)
+    assert client.status == expected
+    assert "www-authenticate" not in client.headers
+    if expected == 403 and client.scope["method"] != "HEAD":
+        assert "does not allow" in client.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def ec_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def pem_of(key: Any) -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives import serialization
+
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+async def test_pyjwt_minted_tokens_are_served(ec_key: Any) -> None:
+    private, public = pem_of(ec_key)
+    app = SSEApp(
+        ChannelManager(),
+        secret=TokenVerifier(secret=SECRET, public_key=public),
+        **AUDIENCE_APP,
+    )
+    grants = {"subscribe": ["c"], "publish": ["c"], "stats": True}
+    for token in (
+        pyjwt_token(sse=grants),
+        pyjwt_token(SECRET, "HS512", sse=grants),
+        pyjwt_token(private, "ES256", sse=grants, sub="bob"),
+        create_token(
+            private, channels="c", actions=["subscribe", "publish", "stats"], algorithm="ES256"
+        ),
+    ):
+        auth = [("authorization", f"Bearer {token}"), ("content-type", "application/json")]
+        assert (await call(app, Client(method="HEAD", path="/c", headers=auth))).status == 200
+        assert (await call(app, publish_client("c", {"data": 1}, headers=auth))).status == 202
+        assert (await call(app, Client(path="/_stats", headers=auth))).status == 200
+    # HS256 signed with the public key's PEM as the secret (algorithm confusion)
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    body = json.dumps({"exp": int(time.time()) + 60, "sse": grants}).encode()
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(body)
+    forged = signing_input + b"." + b64(hmac.new(public, signing_input, hashlib.sha256).digest())
+    status, www_authenticate, _ = await answer(
+        app, Client(path="/_stats", headers=[("authorization", f"Bearer {forged.decode()}")])
+    )
+    assert (status, www_authenticate) == (401, challenge("bad token signature"))
+    public_only = SSEApp(ChannelManager(), secret=TokenVerifier(public_key=public), **AUDIENCE_APP)
+    status, www_authenticate, _ = await answer(
+        public_only,
+        Client(path="/_stats", headers=[("authorization", f"Bearer {forged.decode()}")]),
+    )
+    assert (status, www_authenticate) == (401, challenge("the token's algorithm is not accepted"))
 
 
 async def test_stream_ends_cleanly_when_its_token_expires() -> None:
@@ -344,6 +513,50 @@ async def test_stream_ends_cleanly_when_its_token_expires() -> None:
     await call(app, client)  # returns by itself when the token runs out
     assert client.status == 200
     assert client.finished
+
+
+async def test_the_expiry_of_a_pyjwt_token_ends_its_open_stream(ec_key: Any) -> None:
+    """``exp`` about a second ahead (a float: PyJWT accepts it): the open stream, which got
+    an event meanwhile, ends by itself, cleanly, within a bounded wait."""
+    private, public = pem_of(ec_key)
+    manager = ChannelManager()
+    app = SSEApp(
+        manager,
+        allow_publish=True,
+        secret=TokenVerifier(secret=SECRET, public_key=public),
+        token_required_for=["subscribe"],
+        heartbeat_interval=None,
+    )
+    for key, algorithm in ((SECRET, "HS256"), (private, "ES256")):
+        started = time.time()
+        token = pyjwt_token(key, algorithm, exp=started + 1.0, sse={"subscribe": ["c"]})
+        client = Client(path="/c", headers=[("authorization", f"Bearer {token}")])
+        with anyio.fail_after(3.5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app, client.scope, client.receive, client.send)
+                await wait_subscribers(manager, "c", 1)
+                assert (await call(app, publish_client("c", {"data": "hi"}))).status == 202
+                await client.wait_for(lambda client=client: b"hi" in client.body)
+                # the stream task ends by itself: the task group exits without a disconnect
+        elapsed = time.time() - started
+        assert 0.5 <= elapsed <= 3.0, elapsed
+        assert client.status == 200 and client.finished
+        assert [e.data for e in parse(client.body).events] == ["hi"]
+        with anyio.fail_after(WAIT):
+            while (channel := await manager.get("c")) is not None and channel.subscriber_count:
+                await anyio.sleep(0.01)
+    assert app.open_streams == 0
+
+
+async def test_a_token_far_in_the_future_streams_until_the_client_leaves() -> None:
+    """exp 1e308 (a valid NumericDate): no overflow in the stream's deadline."""
+    manager = ChannelManager()
+    app = SSEApp(manager, secret=SECRET, heartbeat_interval=None)
+    token = pyjwt_token(exp=1e308, sse={"subscribe": ["c"]})
+    async with Stream(app, Client(path="/c", query=f"token={token}")) as client:
+        await client.wait_for(lambda: bool(client.messages))
+        await wait_subscribers(manager, "c", 1)
+        assert client.status == 200
 
 
 # -- CORS ----------------------------------------------------------------------------------
@@ -557,6 +770,11 @@ async def test_an_event_a_backend_refuses_is_400_not_500() -> None:
         ("cookie", "abc.d\u00e9f"),
         ("header", "." * 3),
         ("header", "a.b.c.d"),
+        ("header", "\u00e9" * 20_000),  # over MAX_TOKEN_LENGTH
+        ("header", "eyJhbGciOiJIUzI1NiJ9.\u00e9\u00e9.\u00ff"),  # a JWT header, then junk
+        ("query", "eyJhbGciOiJIUzI1NiJ9.%C3%A9.x"),
+        ("query", "%00%01%02"),
+        ("cookie", "\u00ff" * 40),
     ],
 )
 async def test_any_token_bytes_are_401_never_500(where: str, token: str) -> None:
@@ -570,7 +788,8 @@ async def test_any_token_bytes_are_401_never_500(where: str, token: str) -> None
         client.scope["query_string"] = b"token=" + token.encode()
     await call(app, client)
     assert client.status == 401
-    assert isinstance(client.json()["error"], str)
+    assert client.json() == {"error": "malformed token"}
+    assert client.headers["www-authenticate"] == challenge("malformed token")
 
 
 @pytest.mark.parametrize("depth", [5_000, 100_000])
