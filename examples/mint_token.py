@@ -46,6 +46,20 @@ def mint_with_create_token(user_id: str, room: str) -> str:
 
 # --8<-- [end:create_token]
 
+
+# --8<-- [start:keys]
+def public_key_verifier(path: str) -> TokenVerifier:
+    """RS256/ES256/EdDSA: your identity provider's public key (PEM) or JWKS file."""
+    return TokenVerifier.from_file(path, audience="sse", issuer="https://auth.example")
+
+
+def jwks_url_verifier(url: str) -> TokenVerifier:
+    """Its JWKS endpoint: fetched off the event loop, cached, fetched again for a new kid."""
+    return TokenVerifier(jwks_url=url, algorithms=["RS256", "ES256"])
+
+
+# --8<-- [end:keys]
+
 # --8<-- [start:app]
 verifier = TokenVerifier(secret=SECRET, algorithms=["HS256"], leeway=5)
 app = SSEApp(allow_publish=True, secret=verifier)  # every action needs a token

@@ -421,6 +421,32 @@ def test_tokens_minted_with_pyjwt_create_token_and_jose_are_accepted(
         )
 
 
+@covers("mint_token.py")
+def test_verifiers_for_a_public_key_file_and_a_jwks_url(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    example = load("mint_token.py")
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "jwt-public.pem").write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    verifier = example.public_key_verifier(str(tmp_path / "jwt-public.pem"))
+    token = create_token(
+        pem, channels=["room"], algorithm="ES256", audience="sse", issuer="https://auth.example"
+    )
+    assert verifier.verify(token).allows("room", "subscribe")
+    jwks = example.jwks_url_verifier("https://auth.example/.well-known/jwks.json")
+    assert jwks.algorithms == {"RS256", "ES256"}
+
+
 @covers("clock.py")
 def test_clock_page_and_stream() -> None:
     example = load("clock.py")
