@@ -439,6 +439,11 @@ def _header(token: object) -> dict[str, Any]:
 
 
 def _claims(payload: dict[str, Any]) -> TokenClaims:
+    for name in ("exp", "nbf", "iat"):
+        # a NumericDate is a JSON number (RFC 7519 2): PyJWT also takes "123" and true
+        value = payload.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidToken(f"the token's {name} claim is not a time")
     subject = payload.get("sub")
     if subject is not None and not isinstance(subject, str):
         raise InvalidToken("the token's sub claim is not a string")

@@ -21,7 +21,7 @@ from sse_toolkit.merge import decode_positions
 from .servers import serve
 
 WAIT = 10.0
-SECRET = "test-secret"
+SECRET = "test-secret: 32 bytes or more, as PyJWT wants for HS256"
 PREFIX = "/api/sse"
 
 

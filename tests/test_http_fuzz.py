@@ -18,11 +18,15 @@ smaller run over TCP against real uvicorn whose error log must hold no traceback
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
 import socket
 import string
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
@@ -40,7 +44,8 @@ from .sse_parser import parse
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "fuzz-secret"
+SECRET = "fuzz-secret: 32 bytes or more, as PyJWT wants for HS256"
+OTHER_SECRET = "not the fuzz secret, but as long: 32 bytes or more"
 EXAMPLES = int(os.environ.get("SSE_TOOLKIT_FUZZ_EXAMPLES", "150"))
 SERVER_REQUESTS = int(os.environ.get("SSE_TOOLKIT_FUZZ_SERVER_REQUESTS", "50"))
 HANG = 5.0  # bound on any one request, far above what a healthy one takes
@@ -103,13 +108,62 @@ def spliced_tokens() -> st.SearchStrategy[str]:
     )
 
 
+def signed(header: str, payload: str, key: str = SECRET) -> str:
+    """A JWT of raw JSON texts, HS256-signed by hand (PyJWT would refuse to mint most)."""
+    encoded = ".".join(
+        base64.urlsafe_b64encode(part.encode()).rstrip(b"=").decode() for part in (header, payload)
+    )
+    signature = hmac.new(key.encode(), encoded.encode(), hashlib.sha256).digest()
+    return f"{encoded}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def crafted_tokens() -> list[str]:
+    """Well-signed tokens whose claims are wrong or odd, and unsigned ones (alg none)."""
+    later = int(time.time()) + 10**6
+    hs256 = '{"alg":"HS256","typ":"JWT"}'
+    grants = '"sse":{"subscribe":["*"],"publish":["*"],"stats":true}'
+    payloads = [
+        '{"exp":1e400,' + grants + "}",
+        '{"exp":' + "9" * 5000 + "," + grants + "}",
+        '{"exp":NaN,' + grants + "}",
+        '{"exp":"' + str(later) + '",' + grants + "}",
+        f'{{"exp":{later},"nbf":{later},{grants}}}',
+        f'{{"exp":{later},"iat":"x",{grants}}}',
+        f'{{"exp":{later},"aud":"someone",{grants}}}',
+        f'{{"exp":{later},"sub":5,{grants}}}',
+        f'{{"exp":{later},"sse":{{"subscribe":"*","publish":[1],"stats":"yes"}}}}',
+        f'{{"exp":{later},"sse":["*"]}}',
+        f'{{"exp":{later},"sse":{{"subscribe":["news.*"],"publish":["news.*"]}}}}',
+        f'{{"exp":{later}}}',
+        "[1,2,3]",
+        '"text"',
+    ]
+    tokens = [signed(hs256, payload) for payload in payloads]
+    tokens += [signed('{"alg":"HS256","kid":5}', f'{{"exp":{later},{grants}}}')]
+    for alg in ("none", "None", "NONE"):
+        tokens.append(
+            signed(f'{{"alg":"{alg}"}}', f'{{"exp":{later},{grants}}}').rpartition(".")[0] + "."
+        )
+    return tokens
+
+
+CRAFTED_TOKENS = crafted_tokens()
+
+
 def tokens() -> st.SearchStrategy[str]:
     forged = st.builds(
-        lambda channels: create_token("not-the-secret", channels=channels, actions="publish"),
+        lambda channels: create_token(OTHER_SECRET, channels=channels, actions="publish"),
         st.just("*"),
     )
     return st.one_of(
-        valid_tokens(), spliced_tokens(), forged, latin1, any_text, st.just("x" * 5000)
+        valid_tokens(),
+        spliced_tokens(),
+        forged,
+        st.sampled_from(CRAFTED_TOKENS),
+        latin1,
+        any_text,
+        st.just("x" * 5000),
+        st.just("x" * 20_000),  # over MAX_TOKEN_LENGTH
     )
 
 

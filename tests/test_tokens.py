@@ -675,6 +675,10 @@ def test_an_algorithm_outside_an_explicit_list_is_refused(keys: dict[str, KeyPai
         ({"exp": {"at": 1}}, "malformed token"),
         ({"exp": 10**400}, "malformed token"),
         ({"exp": True}, "the token has expired"),
+        ({"exp": str(int(time.time()) + 60)}, "the token's exp claim is not a time"),
+        ({"nbf": str(int(time.time()) - 60)}, "the token's nbf claim is not a time"),
+        ({"iat": str(int(time.time()) - 60)}, "the token's iat claim is not a time"),
+        ({"nbf": False}, "the token's nbf claim is not a time"),
         ({"nbf": "now"}, "malformed token"),
     ],
 )
