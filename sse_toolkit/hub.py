@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import anyio
 
-from ._http import refuse_websocket, send_plain
+from ._http import refuse_websocket, send_json, send_plain
 from ._types import Message, Receive, Scope, Send
 from .app import SSEApp
 
@@ -62,6 +62,9 @@ class HubSettings:
     token_required_for: frozenset[str] = field(default_factory=frozenset)
     stats: bool = False
     demo: bool = False
+    # The cookie the page sets to subscribe with a token (EventSource sends no header, and
+    # a ?token= would land in access logs): the SSEApp's Auth(token_cookie=...).
+    token_cookie: str = "sse_token"
 
     def page_config(self) -> dict[str, Any]:
         """What ``/_hub/config.json`` tells the page."""
@@ -73,6 +76,7 @@ class HubSettings:
             "token_required_for": sorted(self.token_required_for),
             "stats": self.stats,
             "demo": self.demo,
+            "token_cookie": self.token_cookie,
             "demo_channels": (
                 [{"channel": name, "event": event} for name, event in DEMO_CHANNELS.items()]
                 if self.demo
@@ -119,6 +123,13 @@ class Hub:
     def __init__(self, sse: SSEApp, settings: HubSettings | None = None) -> None:
         self.sse = sse
         self.settings = settings or HubSettings()
+        if self.settings.token_cookie != sse.auth.token_cookie:
+            log.warning(
+                "the dashboard sets the cookie %r, the SSEApp reads %r: the page cannot "
+                "subscribe with a token (HubSettings(token_cookie=...) must match)",
+                self.settings.token_cookie,
+                sse.auth.token_cookie,
+            )
         self._assets = _load_assets(self.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,10 +154,10 @@ class Hub:
         head = method == "HEAD"
         asset = self._assets.get(path)
         if asset is None:
-            await _send_error(send, 404, "not found", head=head)
+            await send_json(send, 404, {"error": "not found"}, head=head)
             return
         if method not in ("GET", "HEAD"):
-            await _send_error(send, 405, "method not allowed", [("allow", "GET, HEAD")])
+            await send_json(send, 405, {"error": "method not allowed"}, [("allow", "GET, HEAD")])
             return
         headers = [
             ("content-type", asset.content_type),
@@ -155,7 +166,7 @@ class Hub:
         ]
         if asset.cache_control != "no-store":
             headers.append(("etag", asset.etag))
-            if _header(scope, b"if-none-match") in (asset.etag, f"W/{asset.etag}"):
+            if _etag_matches(_header(scope, b"if-none-match"), asset.etag):
                 raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
                 await send({"type": "http.response.start", "status": 304, "headers": raw})
                 await send({"type": "http.response.body", "body": b""})
@@ -202,21 +213,23 @@ class Hub:
                 group.cancel_scope.cancel()
 
 
-async def _send_error(
-    send: Send,
-    status: int,
-    message: str,
-    headers: list[tuple[str, str]] | None = None,
-    *,
-    head: bool = False,
-) -> None:
-    body = json.dumps({"error": message}).encode()
-    all_headers = [("content-type", "application/json"), *(headers or [])]
-    await send_plain(send, status, body, all_headers, head=head)
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """``If-None-Match`` (a list of entity tags, or ``*``) against ``etag``, compared weakly
+    as RFC 9110 13.1.2 asks: ``W/"x"`` matches ``"x"``."""
+    if if_none_match is None:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    # Our etags are hex digests: no commas inside them, so a split on "," is exact for them.
+    tags = (tag.strip() for tag in if_none_match.split(","))
+    return any(tag.removeprefix("W/") == etag for tag in tags)
 
 
 def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if bytes(key).lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+    """A list-valued header: its field lines joined with ", " (RFC 9110 5.3)."""
+    values = [
+        bytes(value).decode("latin-1")
+        for key, value in scope.get("headers", ())
+        if bytes(key).lower() == name
+    ]
+    return ", ".join(values) if values else None

@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -99,6 +101,32 @@ async def test_head_and_conditional_get() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        (['"x", {etag}'], 304),  # a list (RFC 9110 13.1.2)
+        (['"x",{etag} , "y"'], 304),
+        (["W/{etag}"], 304),  # weak comparison
+        (['W/"x", W/{etag}'], 304),
+        (["*"], 304),
+        (['"x"', "{etag}"], 304),  # two field lines: one list
+        (['"x"'], 200),
+        (['"x", W/"y"'], 200),
+        (["{etag}x"], 200),
+    ],
+)
+async def test_if_none_match_lists_and_star(if_none_match: list[str], status: int) -> None:
+    app = hub_app()
+    etag = (await fetch(app, "GET", "/_hub/dashboard.js")).headers["etag"]
+    headers = [("if-none-match", value.format(etag=etag)) for value in if_none_match]
+    response = await fetch(app, "GET", "/_hub/dashboard.js", headers=headers)
+    assert response.status_code == status
+    assert response.headers["etag"] == etag
+    if status == 304:
+        assert response.content == b""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
     ("path", "content_type"),
     [
         ("/_hub/dashboard.js", "text/javascript; charset=utf-8"),
@@ -128,6 +156,7 @@ async def test_config_matches_the_settings() -> None:
         "token_required_for": [],
         "stats": False,
         "demo": False,
+        "token_cookie": "sse_token",
         "demo_channels": [],
     }
     app = hub_app(
@@ -164,9 +193,29 @@ async def test_unknown_paths_and_methods(method: str, path: str, status: int) ->
     response = await fetch(hub_app(), method, path)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
-    assert "error" in response.json()
+    # Compact, as the SSEApp's own errors are (one helper: _http.send_json).
+    message = "not found" if status == 404 else "method not allowed"
+    assert response.content == b'{"error":"%s"}' % message.encode()
     if status == 405:
         assert response.headers["allow"] == "GET, HEAD"
+    sse_error = await fetch(hub_app(), "GET", "/sse/_nope")
+    assert sse_error.status_code == 404 and sse_error.content.startswith(b'{"error":"')
+
+
+@pytest.mark.anyio
+async def test_the_token_cookie_is_in_the_config_and_the_sse_app_reads_it() -> None:
+    sse = SSEApp(ChannelManager(), secret=SECRET, token_cookie="hub_token")
+    app = Hub(
+        sse, HubSettings(token_required_for=frozenset({"subscribe"}), token_cookie="hub_token")
+    )
+    config = (await fetch(app, "GET", "/_hub/config.json")).json()
+    assert config["token_cookie"] == "hub_token"
+    # A token for another channel, in that cookie: read (403, not "a token is required").
+    other = create_token(SECRET, channels=["other"], actions=["subscribe"], ttl=60)
+    refused = await fetch(app, "GET", "/sse/vault", headers={"cookie": f"hub_token={other}"})
+    assert refused.status_code == 403, refused.text
+    missing = await fetch(app, "GET", "/sse/vault", headers={"cookie": f"sse_token={other}"})
+    assert missing.status_code == 401
 
 
 @pytest.mark.anyio
@@ -348,6 +397,41 @@ def subscribe(tab: Any, channels: str, event_types: str = "") -> None:
     tab.fill("#event-types", event_types)
     tab.click("#subscribe")
     expect(state(tab)).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+
+
+def howto_blocks(tab: Any) -> dict[str, str]:
+    """The "From a terminal" panel: each label and the lines under it."""
+    pairs = tab.evaluate(
+        """() => [...document.querySelectorAll("#howto p")].map((p) => [
+            p.textContent,
+            p.nextElementSibling && p.nextElementSibling.tagName === "PRE"
+                ? p.nextElementSibling.textContent : null,
+        ])"""
+    )
+    return {label.split(" (")[0]: lines for label, lines in pairs if lines is not None}
+
+
+def run_in_a_shell(
+    lines: str, tmp_path: Path, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run the page's lines as a newcomer would paste them (bash; ``python`` is this one;
+    the placeholder ``--secret ...`` replaced by the hub's)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    python = bin_dir / "python"
+    if not python.exists():
+        python.symlink_to(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    script = "set -e\n" + lines.replace("--secret ...", f"--secret {SECRET}")
+    return subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.mark.browser
@@ -583,7 +667,7 @@ def test_with_a_secret_the_page_needs_a_token(page: Any, tmp_path: Path) -> None
         expect(page.locator("#token-needs")).to_contain_text("publish")
         howto = page.locator("#howto").inner_text()
         assert "python -m sse_toolkit token --secret ... --channel demo" in howto
-        assert "--action publish" in howto and "Bearer $TOKEN" in howto
+        assert "--action publish" in howto and '"authorization: Bearer $TOKEN"' in howto
         expect(page.locator("#stats-error")).to_contain_text("401: ", timeout=WAIT_MS)
 
         page.fill("#channels", "vault")
@@ -671,6 +755,13 @@ def test_demo_events_appear_and_the_hub_stops_cleanly(page: Any, tmp_path: Path)
             expect(rows(page).nth(17)).to_be_attached(timeout=WAIT_MS)
         docs_screenshot(page, "dashboard-live.png")
 
+        # The page's own Publish line publishes where the page listens, an event it shows.
+        run = run_in_a_shell(howto_blocks(page)["Publish"], tmp_path)
+        assert run.returncode == 0 and '"channel":"clock"' in run.stdout, run
+        expect(rows(page, "[data-channel='clock'][data-event='message']")).to_have_count(
+            1, timeout=WAIT_MS
+        )
+
         assert hub.terminate() == 0, hub.log()
         log = hub.log()
         assert "Traceback" not in log and "ERROR" not in log, log
@@ -682,3 +773,174 @@ def test_demo_events_appear_and_the_hub_stops_cleanly(page: Any, tmp_path: Path)
 def test_chromium_is_there_in_ci() -> None:
     if os.environ.get("CI") == "true":
         assert os.path.exists(CHROMIUM) or shutil.which("chromium"), "CI needs Chromium"
+
+
+TOKEN_HINT = "This hub needs a token to subscribe: paste one, then Subscribe."
+
+
+@pytest.mark.browser
+@browser_needed
+def test_the_terminal_lines_work_as_pasted(page: Any, tmp_path: Path) -> None:
+    """Each block mints a token for its own action (the new CLI: stats needs no channel),
+    sends it in double quotes, and the Publish line shows up in the page."""
+    from playwright.sync_api import expect
+
+    with hub_process(tmp_path, "--allow-publish", "--stats", "--secret", SECRET) as hub:
+        page.goto(hub.url + "/")
+        actions = ["subscribe", "publish", "stats"]
+        page.fill("#token", create_token(SECRET, channels=["*"], actions=actions, ttl=300))
+        subscribe(page, "news weather")
+        blocks = howto_blocks(page)
+        assert set(blocks) == {"Subscribe", "Several channels on one stream", "Publish", "Counters"}
+        for label, mints in [
+            ("Subscribe", "--channel news --channel other --action subscribe)"),
+            ("Publish", "--channel news --action publish)"),
+            ("Counters", "token --secret ... --action stats)"),
+        ]:
+            mint, curl = blocks[label].split("\n")
+            assert mint.startswith("TOKEN=$(python -m sse_toolkit token --secret ...")
+            assert mint.endswith(mints) and mint.count("--action") == 1, mint
+            assert '-H "authorization: Bearer $TOKEN"' in curl and "'authorization" not in curl
+        assert '"event"' not in blocks["Publish"]
+
+        run = run_in_a_shell(blocks["Publish"], tmp_path)
+        assert run.returncode == 0 and '"channel":"news"' in run.stdout, run
+        row = rows(page, "[data-channel='news'][data-event='message']")
+        expect(row).to_have_count(1, timeout=WAIT_MS)
+        assert json.loads(row.locator("td.data").inner_text()) == {"hello": "world"}
+
+        run = run_in_a_shell(blocks["Counters"], tmp_path)
+        assert run.returncode == 0 and json.loads(run.stdout)["per_channel"]["news"], run
+        stream = blocks["Subscribe"].replace("curl -N", "curl -N -sS -i --max-time 2")
+        run = run_in_a_shell(stream, tmp_path)
+        assert run.returncode == 28, run  # the stream was open until --max-time
+        assert run.stdout.startswith("HTTP/1.1 200"), run
+        assert "text/event-stream" in run.stdout
+        page.console_log.expected.append(r"status of 401")  # counters, before the token
+        no_console_errors(page)
+
+
+@pytest.mark.browser
+@browser_needed
+def test_a_token_in_the_page_url_subscribes_through_the_cookie(page: Any, tmp_path: Path) -> None:
+    """/?token= fills the field and leaves the address bar; the stream's URL carries no
+    token (access logs): the token cookie does, and goes when the field is emptied."""
+    from playwright.sync_api import expect
+
+    args = ("--allow-publish", "--secret", SECRET, "--log-level", "info")
+    with hub_process(tmp_path, *args) as hub:
+        token = create_token(SECRET, channels=["vault"], actions=["subscribe"], ttl=300)
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(f"{hub.url}/?channel=vault&token={token}#top")
+        expect(state(page)).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+        assert page.evaluate("location.search + location.hash") == "?channel=vault#top"
+        expect(page.locator("#token")).to_have_value(token)
+        expect(page.locator("#token-missing")).to_be_hidden()
+        streams = [url for url in requested if "/sse/" in url]
+        assert streams == [f"{hub.url}/sse/?channel=vault"]
+        cookies = page.context.cookies()
+        assert [(c["name"], c["value"], c["path"], c["sameSite"]) for c in cookies] == [
+            ("sse_token", token, "/sse", "Strict")
+        ]
+        publisher = create_token(SECRET, channels=["vault"], actions=["publish"], ttl=300)
+        publish(hub, "vault", {"data": "through the cookie"}, token=publisher)
+        expect(rows(page)).to_have_count(1, timeout=WAIT_MS)
+        stream_lines = [line for line in hub.log().splitlines() if "/sse/?channel=vault" in line]
+        assert stream_lines, hub.log()  # the access log is on, and has no token
+        assert not [line for line in stream_lines if token in line]
+
+        page.fill("#token", "")
+        assert page.context.cookies() == []
+        expect(page.locator("#token-missing")).to_have_text(TOKEN_HINT)
+        no_console_errors(page)
+
+
+@pytest.mark.browser
+@browser_needed
+def test_without_a_token_no_subscription_and_refused_counters_are_asked_once(
+    page: Any, tmp_path: Path
+) -> None:
+    """--demo --secret: no subscription into a 401, a hint instead; counters refused
+    (401, then 403 with a token without stats) are not polled again until the token
+    changes."""
+    from playwright.sync_api import expect
+
+    with hub_process(tmp_path, "--demo", "--secret", SECRET) as hub:
+        streams: list[str] = []
+        stats: list[str] = []
+        page.on("request", lambda r: streams.append(r.url) if "/sse/?" in r.url else None)
+        page.on("request", lambda r: stats.append(r.url) if "/_stats" in r.url else None)
+        page.goto(hub.url + "/")
+        expect(page.locator("#token-missing")).to_have_text(TOKEN_HINT, timeout=WAIT_MS)
+        expect(page.locator("#channels")).to_have_value("clock jobs metrics")
+        expect(state(page)).to_have_attribute("data-state", "closed")
+        expect(page.locator("#stats-error")).to_contain_text("401: ", timeout=WAIT_MS)
+        page.wait_for_timeout(3_500)  # more than two polling periods (1.5 s)
+        assert streams == [] and len(stats) == 1
+
+        only_subscribe = create_token(SECRET, channels=["*"], actions=["subscribe"], ttl=300)
+        page.fill("#token", only_subscribe)
+        expect(page.locator("#token-missing")).to_be_hidden()
+        expect(page.locator("#stats-error")).to_contain_text("403: ", timeout=WAIT_MS)
+        page.click("#subscribe")
+        expect(state(page)).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+        expect(rows(page, "[data-channel='clock']").first).to_be_visible(timeout=WAIT_MS)
+        page.wait_for_timeout(3_500)
+        assert len(stats) == 2
+        refused = [m for m in page.console_log.messages if re.search(r"status of 40[13]", m)]
+        assert len(refused) == 2, refused
+
+        actions = ["subscribe", "stats"]
+        page.fill("#token", create_token(SECRET, channels=["*"], actions=actions, ttl=300))
+        expect(page.locator("#stats-error")).to_be_hidden(timeout=WAIT_MS)
+        expect(page.locator("#stats-body tr[data-channel='clock']")).to_have_count(1)
+        page.console_log.expected.append(r"status of 40[13]")
+        no_console_errors(page)
+
+
+@pytest.mark.browser
+@browser_needed
+def test_a_long_replay_keeps_its_lagged_notice(page: Any, tmp_path: Path) -> None:
+    """More than a channel's capacity (1024) missed: the replay (more than the page's 500
+    rows) comes after an sse.lagged notice, which stays, its label on one line."""
+    from playwright.sync_api import expect
+
+    with hub_process(tmp_path, "--allow-publish") as hub:
+        page.goto(hub.url + "/?channel=busy")
+        expect(state(page)).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+        publish(hub, "busy", {"data": "before"})
+        expect(rows(page)).to_have_count(1, timeout=WAIT_MS)
+        page.click("#disconnect")
+        expect(state(page)).to_have_attribute("data-state", "closed")
+        with httpx.Client(base_url=hub.url, timeout=10) as client:
+            for n in range(1100):
+                response = client.post("/sse/busy", json={"data": f"missed {n}"})
+                assert response.status_code == 202, response.text
+        page.click("#subscribe")
+        expect(rows(page).first.locator("td.data")).to_have_text("missed 1099", timeout=WAIT_MS)
+        notice = rows(page, ".notice")
+        expect(notice).to_have_count(1)
+        expect(notice).to_have_attribute("data-event", "sse.lagged")
+        expect(notice).to_have_attribute("data-channel", "busy")
+        expect(rows(page, ":not(.notice)")).to_have_count(500)
+        expect(page.locator("#event-count")).to_have_text(re.compile(r"^501 of 10\d\d$"))
+        # The badge and "sse.lagged" side by side, the label not broken ("ss / e.lagged").
+        label = page.evaluate(
+            """() => {
+                const cell = document.querySelector("#events tr.notice td.event");
+                const text = [...cell.childNodes].find((node) => node.nodeType === 3);
+                const range = document.createRange();
+                range.selectNodeContents(text);
+                const lines = range.getClientRects();
+                const badge = cell.querySelector(".badge").getBoundingClientRect();
+                return {
+                    text: text.textContent,
+                    lines: lines.length,
+                    besides: badge.right <= lines[0].left + 1,
+                    sameLine: badge.top < lines[0].bottom && lines[0].top < badge.bottom,
+                };
+            }"""
+        )
+        assert label == {"text": "sse.lagged", "lines": 1, "besides": True, "sameLine": True}
+        no_console_errors(page)

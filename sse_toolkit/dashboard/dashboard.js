@@ -10,13 +10,20 @@
 // types listed in the "Event types" field (added live, no reconnect) and the types the
 // publish form sends. Other named events are not shown.
 //
+// Tokens: publishing and the counters send Authorization: Bearer. EventSource cannot send a
+// header, and a ?token= in its URL would be written to access logs: to subscribe, the page
+// sets the hub's token cookie (path: the SSE prefix, SameSite=Strict) and clears it when the
+// token field is emptied. A /?token= in the page's own URL fills the field, and is removed
+// from the address bar at once (history.replaceState) so it is not bookmarked or shared.
+//
 // Reconnection is EventSource's own: it reconnects after the server's retry hint and sends
 // Last-Event-ID itself, so missed events are replayed once. A new subscription to the same
 // channels after the stream was closed passes ?last_event_id= to resume likewise.
 "use strict";
 
 (function () {
-  const MAX_ROWS = 500;
+  const MAX_ROWS = 500; // ordinary event rows; notices are kept apart
+  const MAX_NOTICES = 50;
   const FOLD_CHARS = 240;
   const FOLD_LINES = 8;
   const STATS_EVERY_MS = 1500;
@@ -33,8 +40,11 @@
   let attempts = 0;
   let opened = false;
   let rowCount = 0;
+  let eventRows = 0;
+  let noticeRows = 0;
   let statsTimer = null;
   let statsShown = "";
+  let statsRefused = false; // a 401/403: polled again once the token changes
   let demoTypeChannel = {};
 
   // -- small DOM helpers -------------------------------------------------------------------
@@ -74,6 +84,27 @@
   function ssePath(rest) {
     // Relative to the page, so that a hub mounted below a prefix works as well.
     return config.sse_prefix.replace(/^\/+/, "") + "/" + rest;
+  }
+
+  function cookiePath() {
+    return new URL(ssePath(""), document.baseURI).pathname.replace(/\/+$/, "") || "/";
+  }
+
+  function syncTokenCookie() {
+    // The token subscribing sends (EventSource sends cookies, not headers); none: cleared.
+    const value = token();
+    if (value && !needsToken("subscribe")) return;
+    let cookie = config.token_cookie + "=" + encodeURIComponent(value) + "; path=" + cookiePath();
+    cookie += "; SameSite=Strict";
+    if (location.protocol === "https:") cookie += "; Secure";
+    if (!value) cookie += "; Max-Age=0";
+    document.cookie = cookie;
+  }
+
+  function tokenMissing() {
+    const missing = needsToken("subscribe") && !token();
+    show($("token-missing"), missing ? "This hub needs a token to subscribe: paste one, then Subscribe." : "");
+    return missing;
   }
 
   function authHeaders() {
@@ -222,10 +253,31 @@
     const body = $("events");
     body.prepend(row);
     rowCount += 1;
-    while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
+    if (notice) noticeRows += 1;
+    else eventRows += 1;
+    trimRows(body);
     $("event-count").textContent =
       body.rows.length + (rowCount > body.rows.length ? " of " + rowCount : "");
     $("events-empty").hidden = true;
+  }
+
+  function trimRows(body) {
+    // The oldest rows go, ordinary events and notices each beyond their own limit: a replay
+    // of more than MAX_ROWS events keeps the sse.lagged notice that came before it.
+    let row = body.lastElementChild;
+    while (row && (eventRows > MAX_ROWS || noticeRows > MAX_NOTICES)) {
+      const older = row;
+      row = row.previousElementSibling;
+      if (older.classList.contains("notice")) {
+        if (noticeRows > MAX_NOTICES) {
+          older.remove();
+          noticeRows -= 1;
+        }
+      } else if (eventRows > MAX_ROWS) {
+        older.remove();
+        eventRows -= 1;
+      }
+    }
   }
 
   function listen(type) {
@@ -247,7 +299,6 @@
     const query = new URLSearchParams();
     for (const name of channels) query.append("channel", name);
     if (resumeFrom) query.set("last_event_id", resumeFrom);
-    if (needsToken("subscribe") && token()) query.set("token", token());
     return ssePath("?" + query.toString());
   }
 
@@ -275,6 +326,8 @@
     sourceChannels = channels;
     attempts = 0;
     opened = false;
+    syncTokenCookie();
+    howTo();
     const url = streamUrl(channels, resumeFrom);
     const current = new EventSource(url);
     source = current;
@@ -376,10 +429,18 @@
   // -- stats -------------------------------------------------------------------------------
 
   async function pollStats() {
-    if (document.hidden) return;
+    if (document.hidden || statsRefused) return;
+    const asked = token();
     try {
       const response = await fetch(ssePath("_stats"), { headers: authHeaders(), cache: "no-store" });
+      if (asked !== token()) return; // the token changed meanwhile: its own poll answers
       if (!response.ok) {
+        if (response.status === 401 || response.status === 403) {
+          // Refused with this token: asking every 1.5 s changes nothing (and logs an error
+          // each time). Asked again when the token field changes.
+          statsRefused = true;
+          stopStats();
+        }
         show($("stats-error"), await errorText(response));
         return;
       }
@@ -446,7 +507,7 @@
   }
 
   function startStats() {
-    if (statsTimer !== null || document.hidden) return;
+    if (statsTimer !== null || document.hidden || statsRefused) return;
     pollStats();
     statsTimer = setInterval(pollStats, STATS_EVERY_MS);
   }
@@ -458,42 +519,67 @@
 
   // -- how-to: the curl lines that match how the hub was started ---------------------------
 
+  function shellWord(word) {
+    // Channel names and URLs are mostly shell-safe; anything else in single quotes.
+    return /^[A-Za-z0-9._:\/=@%+,-]+$/.test(word) ? word : "'" + word.replace(/'/g, "'\\''") + "'";
+  }
+
+  function howToChannel() {
+    // Where the page listens: a newcomer who follows the lines sees their event here.
+    if (sourceChannels.length) return sourceChannels[0];
+    return config.demo_channels.length ? config.demo_channels[0].channel : "demo";
+  }
+
   function howTo() {
     const base = new URL(config.sse_prefix.replace(/^\/+/, ""), document.baseURI).href.replace(
       /\/$/,
       "",
     );
-    const bearer = " -H 'authorization: Bearer $TOKEN'";
+    const bearer = ' -H "authorization: Bearer $TOKEN"';
+    const channel = howToChannel();
+    const other = channel === "other" ? "more" : "other";
+    // One token per purpose, granting that action only (stats needs no channel).
+    const mint = (action, channels) =>
+      "TOKEN=$(python -m sse_toolkit token --secret ..." +
+      channels.map((name) => " --channel " + shellWord(name)).join("") +
+      " --action " + action + ")";
     const lines = [];
-    const channel = config.demo_channels.length ? config.demo_channels[0].channel : "demo";
     if (config.token_required_for.length) {
-      const actions = config.token_required_for.map((a) => " --action " + a).join("");
       lines.push([
-        "Mint a token (the hub was started with --secret)",
-        "TOKEN=$(python -m sse_toolkit token --secret ... --channel " + channel + actions + ")",
+        "Each TOKEN= line mints a token with the hub's --secret (--private-key for a hub " +
+          "run with --jwt-key) for the curl line after it",
+        null,
       ]);
     }
     const subAuth = needsToken("subscribe") ? bearer : "";
-    lines.push(["Subscribe", "curl -N" + subAuth + " " + base + "/" + channel]);
+    const subscribe = ["curl -N" + subAuth + " " + shellWord(base + "/" + channel)];
+    if (subAuth) subscribe.unshift(mint("subscribe", [channel, other]));
+    lines.push(["Subscribe", subscribe.join("\n")]);
     lines.push([
-      "Several channels on one stream",
-      "curl -N" + subAuth + " '" + base + "/?channel=" + channel + "&channel=other'",
+      "Several channels on one stream" + (subAuth ? " (the same token)" : ""),
+      "curl -N" + subAuth + " " + shellWord(base + "/?channel=" + channel + "&channel=" + other),
     ]);
     if (config.allow_publish) {
       const pubAuth = needsToken("publish") ? bearer : "";
-      lines.push([
-        "Publish",
+      const publish = [
         "curl -X POST -H 'content-type: application/json'" + pubAuth +
-          " -d '{\"event\": \"update\", \"data\": {\"hello\": \"world\"}}' " + base + "/" + channel,
-      ]);
+          " -d '{\"data\": {\"hello\": \"world\"}}' " + shellWord(base + "/" + channel),
+      ];
+      if (pubAuth) publish.unshift(mint("publish", [channel]));
+      lines.push(["Publish (shown here: the page listens to " + channel + ")", publish.join("\n")]);
     }
     if (config.stats) {
       const statsAuth = needsToken("stats") ? bearer : "";
-      lines.push(["Counters", "curl" + statsAuth + " " + base + "/_stats"]);
+      const counters = ["curl" + statsAuth + " " + shellWord(base + "/_stats")];
+      if (statsAuth) counters.unshift(mint("stats", []));
+      lines.push(["Counters", counters.join("\n")]);
     }
     const box = $("howto");
     box.replaceChildren();
-    for (const [label, command] of lines) box.append(el("p", "", label), el("pre", "", command));
+    for (const [label, command] of lines) {
+      box.append(el("p", "", label));
+      if (command !== null) box.append(el("pre", "", command));
+    }
     if (!config.allow_publish) {
       box.append(el("p", "", "Publishing over HTTP is off (--allow-publish turns it on)."));
     }
@@ -501,15 +587,20 @@
 
   // -- start -------------------------------------------------------------------------------
 
-  function setUp() {
+  function setUp(givenToken) {
     for (const item of config.demo_channels) demoTypeChannel[item.event] = item.channel;
     const needed = config.token_required_for;
     if (needed.length) {
       $("token-panel").hidden = false;
       $("token-needs").textContent = "(needed to " + needed.join(", ") + ")";
       $("token-hint").textContent =
-        "Sent as Authorization: Bearer to publish and read counters, as ?token= to subscribe.";
+        "Sent as Authorization: Bearer to publish and read counters; to subscribe, as the " +
+        config.token_cookie + " cookie (EventSource sends no header; a ?token= would be " +
+        "written to access logs).";
     }
+    $("token").value = givenToken;
+    syncTokenCookie(); // the field is the truth: an earlier visit's cookie goes
+    tokenMissing();
     $("publish-panel").hidden = !config.allow_publish;
     $("stats-panel").hidden = !config.stats;
     howTo();
@@ -527,9 +618,20 @@
       for (const type of words($("event-types").value)) listen(type);
     });
     $("channels").addEventListener("input", markChips);
+    $("token").addEventListener("input", () => {
+      syncTokenCookie();
+      tokenMissing();
+      if (config.stats) {
+        statsRefused = false;
+        stopStats();
+        startStats();
+      }
+    });
     $("clear").addEventListener("click", () => {
       $("events").replaceChildren();
       rowCount = 0;
+      eventRows = 0;
+      noticeRows = 0;
       $("event-count").textContent = "0";
       $("events-empty").hidden = false;
     });
@@ -551,11 +653,25 @@
     }
     if (channels.length) {
       $("channels").value = channels.join(" ");
-      subscribe();
+      // Subscribing needs a token and none was given: no 401 at once, the hint says why.
+      if (tokenMissing()) setState("closed", "needs a token");
+      else subscribe();
     }
   }
 
+  function takeTokenFromUrl() {
+    // /?token=... fills the token field; the address bar keeps everything else.
+    const query = new URLSearchParams(location.search);
+    if (!query.has("token")) return "";
+    const given = query.get("token").trim();
+    query.delete("token");
+    const rest = query.toString();
+    history.replaceState(history.state, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+    return given;
+  }
+
   async function start() {
+    const givenToken = takeTokenFromUrl();
     try {
       const response = await fetch("_hub/config.json", { cache: "no-store" });
       if (!response.ok) throw new Error(await errorText(response));
@@ -564,7 +680,7 @@
       show($("subscribe-error"), "Cannot read the hub's settings: " + error.message);
       return;
     }
-    setUp();
+    setUp(givenToken);
   }
 
   start();
