@@ -14,7 +14,7 @@ from .merge import MergedListener
 from .policy import CORS, Auth, Limits
 from .response import EventStreamResponse
 from .runner import run
-from .tokens import InvalidToken, create_token, verify_token
+from .tokens import InvalidToken, TokenClaims, TokenVerifier, create_token, verify_token
 
 __all__ = [
     "CORS",
@@ -34,6 +34,8 @@ __all__ = [
     "SSEChannel",
     "ServerSentEvent",
     "ShutdownReport",
+    "TokenClaims",
+    "TokenVerifier",
     "TooManyChannels",
     "create_token",
     "encode",

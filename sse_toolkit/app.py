@@ -52,6 +52,7 @@ from .policy import (
     check_seconds,
 )
 from .response import EventStreamResponse
+from .tokens import TokenVerifier
 
 __all__ = ["CHANNEL_NAME_PATTERN", "CORS", "Auth", "HTTPError", "Limits", "SSEApp"]
 
@@ -105,7 +106,7 @@ class SSEApp:
         stats: bool = False,
         # The flat keywords of the groups (kept: they are the README's and Lilya's API).
         authorize: Authorize | None = _UNSET,
-        secret: str | bytes | None = _UNSET,
+        secret: str | bytes | TokenVerifier | None = _UNSET,
         token_cookie: str = _UNSET,
         token_required_for: Iterable[str] | None = _UNSET,
         max_body_size: int = _UNSET,
