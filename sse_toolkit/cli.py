@@ -30,7 +30,7 @@ from .app import SSEApp
 from .hub import SSE_PREFIX, Hub, HubSettings
 from .manager import ChannelManager
 from .policy import Auth, channel_name_error
-from .runner import add_run_arguments, run, run_command
+from .runner import add_run_arguments, port_number, run, run_command
 from .tokens import (
     ACTIONS,
     ASYMMETRIC_ALGORITHMS,
@@ -228,7 +228,7 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
         parser.add_argument(*flags, default=value, help=help, **kw)  # type: ignore[arg-type]
 
     add("--host", default="127.0.0.1", help="address to listen on")
-    add("--port", type=int, default=8000, help="port to listen on")
+    add("--port", type=port_number, default=8000, help="port to listen on")
     add(
         "--allow-publish",
         action="store_true",
@@ -557,7 +557,11 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser | None = Non
     if args.redis_url:
         from .backends.redis import RedisBackend
 
-        backend = RedisBackend(args.redis_url, prefix=args.redis_prefix)
+        try:
+            backend = RedisBackend(args.redis_url, prefix=args.redis_prefix)
+        except (ImportError, ValueError) as exc:  # no redis-py, or not a Redis URL
+            print(f"sse-toolkit: --redis-url: {exc}", file=sys.stderr)
+            return 2
     manager = ChannelManager(backend=backend)
     allow_publish = args.allow_publish or args.demo
     stats = args.stats or args.demo

@@ -132,13 +132,24 @@ def run(app: Any, **options: Any) -> None:
             sock.close()
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return port
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``run`` command's arguments (one per `RunOptions` field)."""
     d = RunOptions()
     parser.add_argument("app", help="the ASGI app to serve, as module:attr")
     parser.add_argument("--server", choices=SERVERS, default=d.server, help="the ASGI server")
     parser.add_argument("--host", default=d.host, help="address to listen on")
-    parser.add_argument("--port", type=int, default=d.port, help="port to listen on")
+    parser.add_argument("--port", type=port_number, default=d.port, help="port to listen on")
     parser.add_argument(
         "--workers", type=int, default=d.workers, help="processes (more than 1 needs Redis)"
     )

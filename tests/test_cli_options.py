@@ -647,3 +647,20 @@ def test_private_key_minting_picks_the_key_s_algorithm(pem_files: dict[str, Path
     token = done.stdout.strip()
     assert jwt.get_unverified_header(token) == {"alg": "ES256", "kid": "k1", "typ": "JWT"}
     assert TokenVerifier.from_file(pem_files["public"]).verify(token).subscribe == ("a",)
+
+
+@pytest.mark.parametrize("command", [(), ("run", "examples.clock:app")])
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_bad_port_exits_2_naming_the_option(command: tuple[str, ...], port: str) -> None:
+    result = sse_toolkit(*command, "--port", port)
+    assert result.returncode == 2, result.stderr
+    assert "argument --port: a port is a number from 0 to 65535" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "127.0.0.1:6379", "postgres://x"])
+def test_a_redis_url_that_is_not_one_exits_2_naming_the_option(url: str) -> None:
+    result = sse_toolkit("--redis-url", url)
+    assert result.returncode == 2, result.stderr
+    assert "--redis-url: url must be a redis://, rediss:// or unix:// URL" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -123,6 +123,9 @@ class _Cursor:
         return self._channel()
 
 
+_URL_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+
+
 class RedisBackend(Backend):
     """Share channels through Redis Streams: ``ChannelManager(backend=RedisBackend(url))``.
 
@@ -154,6 +157,9 @@ class RedisBackend(Backend):
             raise ImportError(
                 "RedisBackend needs redis-py: pip install 'sse-toolkit[redis]'"
             ) from exc
+        if not isinstance(url, str) or not url.startswith(_URL_SCHEMES):
+            scheme = url.partition("://")[0] if isinstance(url, str) else type(url).__name__
+            raise ValueError(f"url must be a redis://, rediss:// or unix:// URL, not {scheme!r}")
         if maxlen is not None and (type(maxlen) is not int or maxlen < 1):
             raise ValueError(f"maxlen must be a positive int or None, not {maxlen!r}")
         if type(block_ms) is not int or block_ms < 1:
