@@ -41,7 +41,7 @@ DOCS_SCREENSHOTS = os.environ.get("SSE_TOOLKIT_DOCS_SCREENSHOTS") == "1"
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 15_000  # Playwright's bounded waits
 START_TIMEOUT = 15.0
-SECRET = "dashboard-secret"
+SECRET = "dashboard-secret-long-enough-for-hs256"
 JSON = {"content-type": "application/json"}
 VIEWPORT = {"width": 1200, "height": 800}
 
