@@ -590,6 +590,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser | None = Non
         token_required_for=needs_token,
         stats=stats,
         demo=args.demo,
+        token_cookie=args.token_cookie,
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"http://{host}:{args.port}"

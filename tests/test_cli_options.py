@@ -539,6 +539,7 @@ def test_a_secret_and_a_jwt_key_make_one_verifier(
     assert verifier.algorithms == {"HS256", "ES256"} and verifier.audience == ["hub"]
     assert hub.settings.token_required_for == {"publish"}
     assert hub.sse.auth.token_cookie == "auth"
+    assert hub.settings.token_cookie == "auth"  # the page sets the cookie the app reads
 
 
 def test_a_jwks_url_turns_tokens_on_without_fetching_at_start(started: dict[str, Any]) -> None:
