@@ -266,12 +266,13 @@ class SSEApp:
     ) -> None:
         names = self.limits.check_stream_names(names)
         last_event_id = self.limits.last_event_id(request, len(names))
+        event_types = self.limits.event_types(request)  # ?event=a&event=b: a filter
         claims = await self.auth.check(request, names, "subscribe")
         # Taken in one synchronous step, before anything below awaits: concurrent requests
         # cannot all pass the check. Released on every way out of the block.
         with self._slots.reserve(self.limits.client_key(request.scope), names):
             channels = [await self._channel(name, for_subscriber=True) for name in names]
-            source = _source(channels, last_event_id, merged=merged)
+            source = _source(channels, last_event_id, merged=merged, events=event_types)
             try:
                 response = EventStreamResponse(
                     source,
@@ -397,12 +398,19 @@ def _channel_segment(path: str) -> str | None:
     return name if name and "/" not in name else None
 
 
-def _source(channels: list[SSEChannel], last_event_id: str | None, *, merged: bool) -> Any:
-    """What the stream reads: one channel's listener, or several merged (composite ids)."""
+def _source(
+    channels: list[SSEChannel],
+    last_event_id: str | None,
+    *,
+    merged: bool,
+    events: list[str] | None = None,
+) -> Any:
+    """What the stream reads: one channel's listener, or several merged (composite ids);
+    with ``events``, only those event types (on every channel of the stream)."""
     try:
         if merged:
-            return MergedListener(channels, last_event_id=last_event_id)
-        return channels[0].listen(last_event_id=last_event_id)
+            return MergedListener(channels, last_event_id=last_event_id, events=events)
+        return channels[0].listen(last_event_id=last_event_id, events=events)
     except (ChannelClosed, TooManyChannels) as exc:  # shutting down, or the manager is full
         raise HTTPError(503, str(exc), [("retry-after", "5")]) from None
 

@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -31,7 +32,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from ._concurrency import EventLoop, current_loop
-from .frames import HEARTBEAT, ServerSentEvent, as_event
+from .frames import HEARTBEAT, ServerSentEvent, as_event, id_line
 
 if TYPE_CHECKING:
     from .backends.base import Backend
@@ -45,6 +46,7 @@ __all__ = [
     "LagPolicy",
     "Listener",
     "SSEChannel",
+    "event_filter",
 ]
 
 LagPolicy = Literal["skip", "close"]
@@ -69,6 +71,38 @@ MAX_ECHOED_ID: Final = 256
 """At most this many characters of an unknown ``last_event_id`` are echoed in `RESET_EVENT`."""
 _MAX_BATCH_BYTES: Final = 256 * 1024  # one body message at most, so one wake-up stays short
 _HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
+
+
+def event_filter(events: Iterable[str] | str | None) -> frozenset[str | None] | None:
+    """The set a listener's filter tests ``event.event`` against, from ``listen(events=...)``.
+
+    None (no filter) stays None. Names follow the frame rules for ``event`` (a str without
+    CR, LF or NUL); a lone str is one name; an empty collection or an empty name is a
+    `ValueError` naming ``events``. An event without an ``event`` field (or with an empty
+    one) has the type ``"message"``, as EventSource dispatches it: with that name the set
+    also holds None and "", so that the test is one lookup.
+    """
+    if events is None:
+        return None
+    if isinstance(events, str):
+        names: list[object] = [events]
+    elif isinstance(events, (bytes, bytearray, dict)) or not isinstance(events, Iterable):
+        raise TypeError(f"events must be an iterable of str or None, not {events!r}")
+    else:
+        names = list(events)
+    if not names:
+        raise ValueError("events must name at least one event type (None: every type)")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"events must hold str event types, not {name!r}")
+        if not name:
+            raise ValueError('events: an empty event type is "message" (name it so)')
+        if "\r" in name or "\n" in name or "\0" in name:
+            raise ValueError(f"events: an event type holds no CR, LF or NUL, not {name!r}")
+    types: set[str | None] = set(names)  # type: ignore[arg-type]
+    if "message" in types:
+        types |= {None, ""}
+    return frozenset(types)
 
 
 class ChannelClosed(RuntimeError):
@@ -377,20 +411,35 @@ class SSEChannel:
         heartbeat_interval: float | None = None,
         last_event_id: str | None = None,
         from_oldest: bool = False,
+        events: Iterable[str] | None = None,
     ) -> Listener:
         """Subscribe: an async iterator of `ServerSentEvent`s, from now on.
 
         With ``last_event_id``, first replays the retained events after it (or sends a
         `RESET_EVENT` if it cannot; ``""`` is no id, as in the spec); with
         ``from_oldest``, replays every retained event (for a client that subscribed before
-        the channel's first event). With ``heartbeat_interval``, yields the comment frame
+        the channel's first event). With ``events``, only events of those types are
+        handed over (see below). With ``heartbeat_interval``, yields the comment frame
         `HEARTBEAT` whenever the channel was idle that long. The subscription is counted
         from this call until the iterator ends, is closed, or is cancelled while waiting
         (a later read counts it again).
+
+        ``events``: event types to receive (an event without an ``event`` field is a
+        ``"message"``, as EventSource dispatches it), live and in replay; the notices
+        (`RESET_EVENT`, `LAGGED_EVENT`) and heartbeats always come. A filtered-out event
+        still moves the listener on, and when the last event of a batch of frames
+        (`Listener.next_frames`, what `EventStreamResponse` streams) is filtered out, the
+        batch ends with the id-only frame ``id: <its id>``: the client's ``Last-Event-ID``
+        moves past events it never saw, so a reconnection resumes exactly, without
+        replaying them or being told it lagged (an event whose id is empty gets no such
+        frame: that would reset the client's id). Iterating (``async for``) and
+        `Listener.take_ready` just skip them.
         """
         if heartbeat_interval is not None and not heartbeat_interval > 0:
             raise ValueError(f"heartbeat_interval must be > 0 or None, not {heartbeat_interval!r}")
+        types = event_filter(events)
         listener = Listener(self)
+        listener._types = types
         start = None
         if from_oldest:
             start = self._oldest
@@ -405,7 +454,7 @@ class SSEChannel:
             else:
                 start = found + 1
         if start is not None:
-            listener._next = start
+            listener._next = listener._base = start
             if self._gap_notes:  # the gaps it replays across are news to it
                 note, position = self._gaps_forgotten
                 seen = note if position < start or not note else note - 1
@@ -419,6 +468,7 @@ class SSEChannel:
                 # A cursor older than the ring: what it missed is told now, as a replay
                 # (not a live lag: under "close", ending would only bring it back).
                 listener._next = oldest
+                listener._base += oldest - start  # skipped, not delivered
                 missed, _ = listener._take_gaps(oldest, oldest - start)
                 listener._pending_lag = listener._lag(missed, live=False)
         if heartbeat_interval is not None:
@@ -560,6 +610,7 @@ class Listener:
 
     __slots__ = (
         "__weakref__",
+        "_base",
         "_beat_seen",
         "_born",
         "_channel",
@@ -570,13 +621,16 @@ class Listener:
         "_pending_lag",
         "_pending_reset",
         "_registered",
+        "_types",
         "dropped",
+        "filtered",
         "lagged",
     )
 
     def __init__(self, channel: SSEChannel) -> None:
         self._channel = channel
-        self._next = channel._seq + 1
+        self._next = self._base = channel._seq + 1
+        self._types: frozenset[str | None] | None = None  # see listen(events=...)
         self._clock: _HeartbeatClock | None = None
         self._beat_seen = 0
         self._pending_reset: str | None = None
@@ -585,6 +639,7 @@ class Listener:
         self._done = False
         self.dropped = 0  # events this listener skipped because it lagged
         self.lagged = 0
+        self.filtered = 0  # events this listener's filter skipped (see delivered)
         self._registered = True
         channel._open += 1
         channel._register()
@@ -598,6 +653,16 @@ class Listener:
     @property
     def channel(self) -> SSEChannel:
         return self._channel
+
+    @property
+    def delivered(self) -> int:
+        """Events handed over so far (notices and heartbeats not counted).
+
+        Computed from the cursor (how far it moved, less the events skipped by lagging and
+        by the filter), not counted per read: the unfiltered read path stays as it was,
+        with no counter to bump per batch.
+        """
+        return self._next - self._base - self.filtered
 
     def position(self, back: int = 0) -> str:
         """Where this listener stands, as a ``last_event_id`` its channel replays after:
@@ -625,8 +690,11 @@ class Listener:
                 event = channel._ring[start % channel.capacity]
                 if start >= channel._oldest:  # not evicted meanwhile (another thread)
                     self._next = start + 1
-                    return event  # type: ignore[return-value]
-                continue  # a publisher in another thread lapped it: the lag notice is next
+                    if self._types is None or event.event in self._types:  # type: ignore[union-attr]
+                        return event  # type: ignore[return-value]
+                    self.filtered += 1
+                continue  # lapped by a publisher in another thread (the lag notice is next),
+                # or filtered out
             if self._heartbeat_due():
                 return HEARTBEAT
             await self._wait()
@@ -644,7 +712,9 @@ class Listener:
     def take_ready(self) -> list[ServerSentEvent]:
         """The events ready now, notices first, without waiting (one batch at most).
 
-        Raises StopAsyncIteration once the listener is finished (for merged streams).
+        Raises StopAsyncIteration once the listener is finished (for merged streams). With
+        a filter, the events it skips are not in the list (and no id-only frame stands for
+        them: the list holds events, not frames).
         """
         notices = self._notices()
         channel = self._channel
@@ -655,9 +725,16 @@ class Listener:
                 self._next = start + len(events)
                 break
             notices += self._notices()  # lapped meanwhile by another thread: lag notice
+        if self._types is not None and events:
+            types = self._types
+            kept = [event for event in events if event.event in types]
+            self.filtered += len(events) - len(kept)
+            events = kept
         return notices + events if notices else events
 
     def _take_frames(self) -> tuple[list[ServerSentEvent], bytes]:
+        if self._types is not None:  # the one check the unfiltered path pays
+            return self._take_filtered_frames(self._types)
         notices = self._notices()
         channel = self._channel
         while True:
@@ -670,6 +747,36 @@ class Listener:
                 self._next = after
                 return notices, frames
             notices += self._notices()
+
+    def _take_filtered_frames(
+        self, types: frozenset[str | None]
+    ) -> tuple[list[ServerSentEvent], bytes]:
+        """`_take_frames` for a listener with a filter: its own bytes, never the shared
+        joined batch (other listeners at the same place may want other types)."""
+        notices = self._notices()
+        channel = self._channel
+        while True:
+            start = self._next
+            stop = self._stop()
+            if start >= stop:
+                return notices, b""
+            events = channel._batch_from(start, stop)
+            if start >= channel._oldest:  # nothing it read was evicted meanwhile
+                self._next = start + len(events)
+                break
+            notices += self._notices()
+        frames = [event._encoded for event in events if event.event in types]
+        skipped = len(events) - len(frames)
+        if skipped:
+            self.filtered += skipped
+            last = events[-1]
+            if last.event not in types and last.id:
+                # The batch ends with events the client does not want: an id-only frame
+                # moves its Last-Event-ID past them (the spec sets the last event ID and
+                # dispatches nothing for a frame without data). An empty id gets none: it
+                # would reset the client's id, and a replay after the previous one is exact.
+                frames.append(id_line(last.id) + b"\n")
+        return notices, b"".join(frames)
 
     def _notices(self) -> list[ServerSentEvent]:
         """Every notice owed now, in order; raises StopAsyncIteration only if none is."""
@@ -708,7 +815,9 @@ class Listener:
             return notice
         oldest = channel._oldest
         if self._next < oldest:
-            missed: int | None = oldest - self._next
+            jumped = oldest - self._next
+            missed: int | None = jumped
+            self._base += jumped  # skipped, not delivered
             self._next = oldest
             if channel._gap_notes != self._gaps_seen:  # and the gaps it jumps over
                 missed, _ = self._take_gaps(oldest, missed)

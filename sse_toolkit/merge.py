@@ -16,19 +16,25 @@ earlier versions) replays everything retained.
 The stream ends as a whole when any of its channels ends it (a channel closed, or a
 listener lagging under ``lag_policy="close"``), after the events already taken: the client
 reconnects with its composite ``Last-Event-ID`` and every channel replays from there.
+
+With ``events`` (event types), every channel of the stream is filtered alike. The filter is
+applied here, on the channels' unfiltered batches, since every event read (kept or not)
+moves its channel's position: a kept event carries the composite id of the positions
+reached, and a batch that ends with filtered-out events ends with an id-only frame of the
+composite id, so that a reconnection resumes exactly (see `SSEChannel.listen`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import parse_qsl, quote
 
 import anyio
 import anyio.lowlevel
 
-from .channel import Listener, SSEChannel
+from .channel import Listener, SSEChannel, event_filter
 from .frames import HEARTBEAT, ServerSentEvent, id_line
 
 __all__ = ["MergedListener", "decode_positions", "encode_positions"]
@@ -62,9 +68,12 @@ class MergedListener:
         *,
         last_event_id: str | None = None,
         heartbeat_interval: float | None = None,
+        events: Iterable[str] | None = None,
     ) -> None:
         if not channels:
             raise ValueError("a merged stream needs at least one channel")
+        self._types = event_filter(events)  # validated before any listener exists
+        self._unsent = False  # positions moved past filtered-out events since the last frame
         positions = decode_positions(last_event_id) if last_event_id is not None else None
         self._positions: dict[str, str] = {}
         self._listeners: list[tuple[str, Listener]] = []
@@ -118,6 +127,11 @@ class MergedListener:
                     continue
                 if events:
                     parts += self._with_composite_ids(name, listener, events)
+            if self._unsent:
+                # The batch ends with filtered-out events: a frame with no data carries
+                # the positions past them (it moves Last-Event-ID, dispatches nothing).
+                self._unsent = False
+                parts.append(id_line(encode_positions(self._positions)) + b"\n")
             if parts:
                 self._last_activity = time.monotonic()
                 return b"".join(parts)
@@ -136,11 +150,18 @@ class MergedListener:
         # events follow, consecutive in the channel, the last one where it stands now.
         stored = sum(1 for event in events if event.id is not None)
         frames: list[bytes] = []
+        types = self._types
         for event in events:
             frame = event._encoded
             if event.id is not None:
                 stored -= 1
                 self._positions[name] = listener.position(stored)
+                if types is not None:
+                    if event.event not in types:
+                        listener.filtered += 1
+                        self._unsent = True
+                        continue
+                    self._unsent = False
                 # Stored frames start with their id line: swap it for the composite one.
                 frame = id_line(encode_positions(self._positions)) + frame[len(id_line(event.id)) :]
             frames.append(frame)

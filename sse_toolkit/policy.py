@@ -37,6 +37,8 @@ Authorize = Callable[[Scope, str, str], "bool | Awaitable[bool]"]
 CHANNEL_NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9.:~-][A-Za-z0-9._:~-]*")
 CHANNEL_NAME_RULE: Final = "channel names use A-Z a-z 0-9 . _ : ~ - and do not start with '_'"
 MAX_CHANNEL_NAME_LENGTH: Final = 128  # the default of Limits.max_channel_name_length
+MAX_EVENT_TYPES: Final = 32  # ?event= names one stream may ask for (Limits.event_types)
+MAX_EVENT_TYPE_LENGTH: Final = 256  # characters of each
 CORS_ALLOWED_HEADERS: Final = ("last-event-id", "authorization", "content-type", "cache-control")
 _COOKIE_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _ORIGIN: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
@@ -290,6 +292,26 @@ class Limits:
             raise HTTPError(400, f"last-event-id is at most {limit} bytes for this stream")
         # The header is the UTF-8 of the id (the query parameter is decoded already).
         return value if header is None else request.text_header("last-event-id")
+
+    def event_types(self, request: Request) -> list[str] | None:
+        """The ``?event=`` filter of a subscription (repeatable; None without one): at most
+        `MAX_EVENT_TYPES` names of at most `MAX_EVENT_TYPE_LENGTH` characters, non-empty and
+        without CR, LF or NUL (the frame rules for ``event``); 400 otherwise."""
+        names = request.query.get("event")
+        if names is None:
+            return None
+        if len(names) > MAX_EVENT_TYPES:
+            raise HTTPError(400, f"at most {MAX_EVENT_TYPES} event types (?event=) per stream")
+        for name in names:
+            if not name:
+                raise HTTPError(
+                    400, 'event= needs an event type (events without one are "message")'
+                )
+            if len(name) > MAX_EVENT_TYPE_LENGTH:
+                raise HTTPError(400, f"event types are at most {MAX_EVENT_TYPE_LENGTH} characters")
+            if "\r" in name or "\n" in name or "\0" in name:
+                raise HTTPError(400, "event types must not contain CR, LF or NUL")
+        return list(dict.fromkeys(names))
 
     def check_event_id(self, event_id: object) -> None:
         """A published ``id`` must be one a subscriber can send back as ``Last-Event-ID``."""
