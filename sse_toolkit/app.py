@@ -12,6 +12,12 @@ that slash:
   not a string is sent as JSON, ``null`` too). With publishing
   off, 405 (``Allow: GET, HEAD, OPTIONS``) and an error saying how to turn it on.
 - ``GET /_stats``: subscribers, published and dropped per channel, when ``stats`` is set.
+- ``GET /_health``: 200 ``{"status":"ok","streams":n,"channels":n,"backend":"memory"}``,
+  or 503 ``{"status":"unavailable","reason":...}`` (shutting down, the manager closed, the
+  backend not answering); no token needed; off with ``health=False``.
+- ``GET /_presence/{channel}``: ``{"channel":...,"subscribers":n,"subjects":[...]}``, and
+  with ``?stream=1`` a stream of ``sse.join`` / ``sse.leave`` events, when ``presence``
+  is set (see `sse_toolkit.presence`); authorised as subscribing to the channel.
 - ``OPTIONS``: CORS preflight, when ``cors_origins`` is set.
 
 Statuses: 200 (stream), 202 (published), 204 (preflight); errors are JSON
@@ -41,6 +47,7 @@ from ._types import Receive, Scope, Send
 from .backends.base import BackendUnavailable
 from .channel import ChannelClosed, SSEChannel
 from .frames import ServerSentEvent
+from .lifecycle import is_shutting_down
 from .manager import ChannelManager, TooManyChannels, sse_manager
 from .merge import MergedListener
 from .policy import (
@@ -51,14 +58,16 @@ from .policy import (
     Limits,
     check_seconds,
 )
+from .presence import Presence, presence_channel
 from .response import EventStreamResponse
-from .tokens import TokenVerifier
+from .tokens import TokenClaims, TokenVerifier
 
 __all__ = ["CHANNEL_NAME_PATTERN", "CORS", "Auth", "HTTPError", "Limits", "SSEApp"]
 
 _PUBLISH_FIELDS: Final = frozenset({"data", "event", "id", "retry"})
 _ALLOWED_METHODS: Final = "GET, HEAD, OPTIONS"
 _ALLOWED_METHODS_PUBLISH: Final = "GET, HEAD, POST, OPTIONS"
+_LEAVE_TIMEOUT: Final = 5.0  # bound on a stream's presence leaves (shielded)
 # Event types of the toolkit's own notices (sse.reset, sse.lagged): not for publishers.
 RESERVED_EVENT_PREFIX: Final = "sse."
 # The 405 answer to a publish while publishing is off: it says how to turn it on.
@@ -104,6 +113,9 @@ class SSEApp:
         send_timeout: float | None = 30.0,
         retry: int | None = None,
         stats: bool = False,
+        health: bool = True,
+        presence: bool = False,
+        presence_ttl: float | None = None,
         # The flat keywords of the groups (kept: they are the README's and Lilya's API).
         authorize: Authorize | None = _UNSET,
         secret: str | bytes | TokenVerifier | None = _UNSET,
@@ -126,6 +138,14 @@ class SSEApp:
         for name, value in (("allow_publish", allow_publish), ("stats", stats)):
             if type(value) is not bool:
                 raise TypeError(f"{name} must be a bool, not {value!r}")
+        for name, value in (("health", health), ("presence", presence)):
+            if type(value) is not bool:
+                raise TypeError(f"{name} must be a bool, not {value!r}")
+        if presence_ttl is not None and not presence:
+            raise ValueError("presence_ttl is set but presence is off")
+        self.health = health
+        # The manager's own: every app on one manager shares its counts.
+        self.presence: Presence | None = manager.presence(ttl=presence_ttl) if presence else None
         self.manager = manager
         self.allow_publish = allow_publish
         self.stats = stats
@@ -176,6 +196,7 @@ class SSEApp:
     async def _lifespan_context(self, app: object = None) -> AsyncIterator[None]:
         """For hosts that do not forward lifespan to mounted apps (Starlette, Lilya, FastAPI):
         ``Starlette(lifespan=sse.lifespan)``. On exit every open stream ends cleanly."""
+        self.manager.reopen()  # (a server restarted in the same process serves again)
         try:
             yield
         finally:
@@ -211,6 +232,7 @@ class SSEApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.manager.reopen()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.manager.close()
@@ -233,6 +255,8 @@ class SSEApp:
             if not names:
                 raise HTTPError(400, "name a channel: /{channel} or /?channel=a&channel=b")
             await self._subscribe(request, receive, send, names, merged=True)
+            return
+        if path.startswith("/_") and await self._health_or_presence(request, receive, send):
             return
         name = _channel_segment(path)
         if name is None:
@@ -273,6 +297,115 @@ class SSEApp:
         with self._slots.reserve(self.limits.client_key(request.scope), names):
             channels = [await self._channel(name, for_subscriber=True) for name in names]
             source = _source(channels, last_event_id, merged=merged, events=event_types)
+            try:
+                response = EventStreamResponse(
+                    source,
+                    headers=self.cors.headers(request),
+                    heartbeat_interval=self.heartbeat_interval,
+                    send_timeout=self.send_timeout,
+                    retry=self.retry,
+                    max_duration=Auth.seconds_left(claims),
+                )
+                async with self._present(request, names, claims):
+                    await response(request.scope, receive, send)
+            finally:
+                source.close()
+
+    @asynccontextmanager
+    async def _present(
+        self, request: Request, names: list[str], claims: TokenClaims | None
+    ) -> AsyncIterator[None]:
+        """Presence: the stream joins its channels (with its token's subject) while it runs.
+
+        A ``HEAD`` is no subscriber. The leaves are shielded and bounded: they run however
+        the stream ends (a client gone, a shutdown, a cancellation).
+        """
+        presence = self.presence
+        if presence is None or request.method == "HEAD":
+            yield
+            return
+        subject = claims.subject if claims is not None else None
+        generation = presence.generation
+        joined: list[str] = []
+        try:
+            for name in names:
+                joined.append(name)
+                await presence.join(name, subject)
+            yield
+        finally:
+            with anyio.move_on_after(_LEAVE_TIMEOUT, shield=True):
+                for name in joined:
+                    await presence.leave(name, subject, generation=generation)
+
+    # -- health and presence ---------------------------------------------------------------
+
+    async def _health_or_presence(self, request: Request, receive: Receive, send: Send) -> bool:
+        """Serve ``/_health`` and ``/_presence/{channel}`` (when on); False: not theirs."""
+        path = request.route_path
+        if self.health and path in ("/_health", "/_health/"):
+            await self._health(request, send)
+            return True
+        if self.presence is not None and path.startswith("/_presence/"):
+            name = _channel_segment(path[len("/_presence") :])
+            if name is None:
+                raise HTTPError(404, "not found")
+            await self._presence(request, receive, send, self.presence, name)
+            return True
+        return False
+
+    async def _health(self, request: Request, send: Send) -> None:
+        """Cheap, never a stream, no token: what a load balancer or orchestrator polls."""
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "method not allowed", [("allow", "GET, HEAD")])
+        headers = [("cache-control", "no-store"), *self.cors.headers(request)]
+        head = request.method == "HEAD"
+        if is_shutting_down():
+            reason: str | None = "the process is shutting down"
+        else:
+            reason = await self.manager.health()
+        if reason is not None:
+            payload: dict[str, Any] = {"status": "unavailable", "reason": reason}
+            headers.append(("retry-after", "1"))
+            await send_json(send, 503, payload, headers, head=head)
+            return
+        payload = {
+            "status": "ok",
+            "streams": self.open_streams,
+            "channels": len(self.manager),
+            "backend": self.manager.backend.kind,
+        }
+        await send_json(send, 200, payload, headers, head=head)
+
+    async def _presence(
+        self, request: Request, receive: Receive, send: Send, presence: Presence, name: str
+    ) -> None:
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, "method not allowed", [("allow", "GET, HEAD")])
+        self.limits.check_name(name)
+        if request.first("stream") not in (None, "", "0"):
+            await self._presence_stream(request, receive, send, name)
+            return
+        await self.auth.check(request, [name], "subscribe")
+        try:
+            snapshot = await presence.snapshot(name)
+        except BackendUnavailable as exc:
+            raise HTTPError(
+                503, f"presence is unavailable: {exc}", [("retry-after", "1")]
+            ) from None
+        headers = [("cache-control", "no-store"), *self.cors.headers(request)]
+        await send_json(send, 200, snapshot, headers, head=request.method == "HEAD")
+
+    async def _presence_stream(
+        self, request: Request, receive: Receive, send: Send, name: str
+    ) -> None:
+        """The companion stream: the internal channel of ``name``'s joins and leaves (its
+        own subscribers are not counted as present)."""
+        last_event_id = self.limits.last_event_id(request)
+        claims = await self.auth.check(request, [name], "subscribe")
+        internal = presence_channel(name)
+        with self._slots.reserve(self.limits.client_key(request.scope), [internal]):
+            channel = await self._channel(internal, for_subscriber=True)
+            source = _source([channel], last_event_id, merged=False)
             try:
                 response = EventStreamResponse(
                     source,

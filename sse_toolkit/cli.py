@@ -321,6 +321,22 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
         " default)",
     )
     add(
+        "--presence",
+        action="store_true",
+        default=False,
+        help="serve GET /sse/_presence/{channel}: subscribers and their token subjects,"
+        " and with ?stream=1 their sse.join/sse.leave events (off by default)",
+    )
+    add(
+        "--presence-ttl",
+        type=_ttl,
+        metavar="SECONDS",
+        default=None,
+        shown="30",
+        help="with --presence and --redis-url, how long a process's presence entries live"
+        " without a refresh: a crashed hub's subscribers are gone from the counts within it",
+    )
+    add(
         "--demo",
         action="store_true",
         default=False,
@@ -553,6 +569,12 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser | None = Non
     if args.secret is not None and _warn_short_secret(args.secret):
         # (said once, here: not PyJWT's warning on every request's first check)
         warnings.filterwarnings("ignore", message="The HMAC key is .* bytes long")
+    if args.presence_ttl is not None and not args.presence:
+        message = "argument --presence-ttl: needs --presence"
+        if parser is not None:
+            parser.error(message)
+        print(f"sse-toolkit: error: {message}", file=sys.stderr)
+        return 2
     backend = None
     if args.redis_url:
         from .backends.redis import RedisBackend
@@ -576,6 +598,8 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser | None = Non
                 required_for=args.token_required_for,
             ),
             stats=stats,
+            presence=args.presence,
+            presence_ttl=args.presence_ttl,
             cors_origins=args.cors_origin,
             heartbeat_interval=args.heartbeat,
             max_subscribers_per_client=args.max_streams_per_client or None,

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_SHUTDOWN",
     "ShutdownOptions",
     "ShutdownReport",
+    "is_shutting_down",
     "open_stream_count",
     "reopen",
     "shutdown",
@@ -298,6 +299,12 @@ DEFAULT_SHUTDOWN = ShutdownOptions()
 def reopen() -> None:
     """Let new streams run again after `shutdown` (a process that goes on serving, tests)."""
     open_streams.reopen()
+
+
+def is_shutting_down() -> bool:
+    """Whether `shutdown` has begun (and `reopen` has not been called since): new streams
+    end at once, and ``GET /_health`` answers 503."""
+    return open_streams.shutting_down
 
 
 def open_stream_count() -> int:

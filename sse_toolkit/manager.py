@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -21,6 +21,9 @@ import anyio.lowlevel
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 from .channel import ChannelStats, SSEChannel
+
+if TYPE_CHECKING:
+    from .presence import Presence
 
 __all__ = ["ChannelManager", "TooManyChannels", "sse_manager"]
 
@@ -111,6 +114,8 @@ class ChannelManager:
         self._for_subscribers: set[str] = set()
         self._handed_out: dict[str, float] = {}  # name -> when get_or_create last returned it
         self._created_since_sweep = 0
+        self._closed = False  # close() was called, and nothing used the manager since
+        self._presence: Presence | None = None
 
     async def get_or_create(self, name: str, *, for_subscriber: bool = False) -> SSEChannel:
         """The channel called ``name``, created if it does not exist yet.
@@ -118,6 +123,7 @@ class ChannelManager:
         With ``for_subscriber=True`` (a subscriber asks, not a publisher), a new channel
         counts against ``max_subscriber_channels`` until it is published to.
         """
+        self._closed = False  # (a closed manager starts afresh)
         while True:
             channel = self._channels.get(name)
             if channel is not None:
@@ -165,7 +171,11 @@ class ChannelManager:
 
         The manager is empty afterwards, not dead: a later `get_or_create` starts afresh
         (and a shared backend reconnects), as when a server restarts in the same process.
+        Presence (if any) stops first: this process's entries leave the backend.
         """
+        self._closed = True
+        if self._presence is not None:
+            await self._presence.close()
         for name in list(self._channels):
             await self.remove(name)
         for name in list(self._evicted):
@@ -174,6 +184,45 @@ class ChannelManager:
 
     def __len__(self) -> int:
         return len(self._channels)
+
+    # -- health and presence ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called and nothing used the manager since."""
+        return self._closed
+
+    def reopen(self) -> None:
+        """Mark a closed manager as serving again (an app's lifespan startup does; so
+        does the next `get_or_create`)."""
+        self._closed = False
+
+    async def health(self) -> str | None:
+        """None if the manager can serve now, else why not (``GET /_health`` answers 503):
+        it is closed, or its backend does not answer (`Backend.health`)."""
+        if self._closed:
+            await anyio.lowlevel.checkpoint()
+            return "the channel manager is closed"
+        try:
+            return await self.backend.health()
+        except Exception as exc:  # a backend's own failure is an answer too
+            return f"the backend's health check failed: {exc!r}"
+
+    def presence(self, *, ttl: float | None = None) -> Presence:
+        """The manager's `Presence` (made on first call; ``ttl``: see `Presence`).
+
+        Every app on this manager shares it; asking for another ``ttl`` than the one it
+        runs with raises `ValueError`.
+        """
+        from .presence import DEFAULT_PRESENCE_TTL, Presence
+
+        if self._presence is None:
+            self._presence = Presence(self, ttl=DEFAULT_PRESENCE_TTL if ttl is None else ttl)
+        elif ttl is not None and ttl != self._presence.ttl:
+            raise ValueError(
+                f"this manager's presence runs with ttl={self._presence.ttl:g}, not {ttl!r}"
+            )
+        return self._presence
 
     def stats(self) -> dict[str, Any]:
         """Totals and per-channel `ChannelStats`, as plain data."""

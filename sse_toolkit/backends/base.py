@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 import anyio.lowlevel
 
@@ -35,6 +36,8 @@ class Backend(ABC):
 
     #: False for backends that need the network: then `SSEChannel.broadcast_nowait` refuses.
     local: bool = True
+    #: What ``GET /_health`` calls the backend ("memory", "redis"; "custom" by default).
+    kind: ClassVar[str] = "custom"
 
     @abstractmethod
     async def publish(self, channel: SSEChannel, event: ServerSentEvent) -> ServerSentEvent:
@@ -63,3 +66,35 @@ class Backend(ABC):
     async def close(self) -> None:
         """Release connections and tasks; called by `ChannelManager.close()`."""
         return None
+
+    # -- health --------------------------------------------------------------------------
+
+    async def health(self) -> str | None:
+        """None if the backend can serve now, else why not (``GET /_health`` answers 503).
+
+        Called often (a load balancer may poll every 100 ms): a backend that asks a server
+        caches the answer briefly. The default (a local backend) is always fine.
+        """
+        await anyio.lowlevel.checkpoint()
+        return None
+
+    # -- presence storage (shared backends; see `sse_toolkit.presence`) ------------------
+
+    async def write_presence(
+        self, member: str, entries: Mapping[str, str | None], ttl: float
+    ) -> None:
+        """Store this process's (``member``'s) presence entry per channel (None: delete
+        it), each channel's entries expiring ``ttl`` seconds after the last write.
+
+        A local backend stores nothing: the process's own table is the whole story.
+        """
+        await anyio.lowlevel.checkpoint()
+
+    async def read_presence(self, channel: str) -> dict[str, str]:
+        """Every process's presence entry for ``channel`` (member -> entry), as stored."""
+        await anyio.lowlevel.checkpoint()
+        return {}
+
+    async def drop_presence(self, channel: str, members: list[str]) -> None:
+        """Delete these members' entries for ``channel`` (stale: their process is gone)."""
+        await anyio.lowlevel.checkpoint()

@@ -12,5 +12,7 @@ if TYPE_CHECKING:
 
 
 class MemoryBackend(Backend):
+    kind = "memory"
+
     async def publish(self, channel: SSEChannel, event: ServerSentEvent) -> ServerSentEvent:
         return channel.deliver(event)

@@ -43,8 +43,10 @@ import json
 import logging
 import math
 import random
+import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -71,6 +73,10 @@ _FIRST_DELAY: Final = 0.05
 _MAX_DELAY: Final = 5.0
 _MAX_CONNECTIONS: Final = 64
 _READ_COUNT: Final = 100  # bounds the loop's stall parsing one reply after a burst
+HEALTH_TIMEOUT: Final = 1.0
+"""Seconds `RedisBackend.health` waits for Redis to answer its PING."""
+HEALTH_CACHE: Final = 1.0
+"""Seconds a `RedisBackend.health` answer is reused: one PING a second at most."""
 _OWNER_TASK: Final = "sse-toolkit redis backend"
 _READER_TASK: Final = "sse-toolkit redis reader"
 
@@ -140,6 +146,7 @@ class RedisBackend(Backend):
     """
 
     local = False
+    kind = "redis"
 
     def __init__(
         self,
@@ -196,6 +203,12 @@ class RedisBackend(Backend):
         self.connected = False
         """Whether the reader's last call to Redis succeeded."""
         self.reconnects = 0
+        # health(): the last answer, when it was had, and the PING in flight (if one is).
+        self.health_timeout = HEALTH_TIMEOUT
+        self.health_cache = HEALTH_CACHE
+        self._health: str | None = None
+        self._health_at = -math.inf
+        self._health_pinging: anyio.Event | None = None
 
     # -- Backend ---------------------------------------------------------------------------
 
@@ -328,6 +341,87 @@ class RedisBackend(Backend):
         self._cursors.clear()
         self._loop = self._token = None
         self.connected = False
+
+    # -- health and presence ---------------------------------------------------------------
+
+    async def health(self) -> str | None:
+        """None if Redis answers a PING within ``health_timeout`` (1 s), else why not.
+
+        The answer is reused for ``health_cache`` seconds (1 s), and callers arriving while
+        a PING is in flight wait for it: a load balancer polling every 100 ms costs at most
+        one PING a second per process.
+        """
+        if time.monotonic() - self._health_at < self.health_cache:
+            await anyio.lowlevel.checkpoint()
+            return self._health
+        pinging = self._health_pinging
+        if pinging is not None:
+            await pinging.wait()
+            return self._health
+        pinging = self._health_pinging = anyio.Event()
+        try:
+            client = self._ensure()
+            reason: str | None
+            try:
+                with anyio.fail_after(self.health_timeout):
+                    await client.ping()
+            except TimeoutError:
+                reason = f"Redis did not answer a PING within {self.health_timeout:g} s"
+            except Exception as exc:
+                reason = f"Redis is unavailable: {exc}"
+            else:
+                reason = None
+            self._health, self._health_at = reason, time.monotonic()
+            return reason
+        finally:
+            self._health_pinging = None
+            pinging.set()
+
+    def _presence_key(self, channel: str) -> str:
+        # "_presence:" cannot be a channel's key: channel names do not start with "_" (and
+        # the internal channels of presence events are "_presence.<channel>").
+        return f"{self.prefix}_presence:{channel}"
+
+    async def write_presence(
+        self, member: str, entries: Mapping[str, str | None], ttl: float
+    ) -> None:
+        """``HSET <prefix>_presence:<channel> <member> <entry>`` (``HDEL`` for None), and
+        the hash's expiry set to ``ttl``, for every channel in one pipeline."""
+        if not entries:
+            await anyio.lowlevel.checkpoint()
+            return
+        client = self._ensure()
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for channel, entry in entries.items():
+                    key = self._presence_key(channel)
+                    if entry is None:
+                        pipe.hdel(key, member)
+                    else:
+                        pipe.hset(key, member, entry)
+                        pipe.pexpire(key, ttl_ms)
+                await pipe.execute()
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def read_presence(self, channel: str) -> dict[str, str]:
+        client = self._ensure()
+        try:
+            fields: Any = await client.hgetall(self._presence_key(channel))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        return {_text(member): _text(entry) for member, entry in (fields or {}).items()}
+
+    async def drop_presence(self, channel: str, members: list[str]) -> None:
+        if not members:
+            await anyio.lowlevel.checkpoint()
+            return
+        client = self._ensure()
+        try:
+            await client.hdel(self._presence_key(channel), *members)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
 
     # -- delivering ------------------------------------------------------------------------
 
