@@ -152,10 +152,14 @@ class Auth:
                     raise HTTPError(403, f"not allowed to {action} on {name!r}")
         return claims
 
-    @staticmethod
-    def seconds_left(claims: TokenClaims | None) -> float | None:
-        """How long a stream authorised by ``claims`` may last (None: no token, no bound)."""
-        return None if claims is None else max(0.0, claims.expires - time.time())
+    def seconds_left(self, claims: TokenClaims | None) -> float | None:
+        """How long a stream authorised by ``claims`` may last (None: no token, no bound):
+        until its ``exp``, plus the verifier's leeway (a token accepted thanks to the
+        leeway would otherwise get a stream that ends at once, and reconnect in a loop)."""
+        if claims is None:
+            return None
+        leeway = self.verifier.leeway if self.verifier is not None else 0.0
+        return max(0.0, claims.expires + leeway - time.time())
 
 
 def _items(name: str, value: object) -> list[object]:

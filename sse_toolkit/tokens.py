@@ -370,7 +370,9 @@ class TokenVerifier:
     def verify(self, token: object) -> TokenClaims:
         """The claims of a valid token; `InvalidToken` otherwise (never anything else).
 
-        With a ``jwks_url``, only the keys fetched so far are used: `verify_async` fetches.
+        With a ``jwks_url``, only the keys fetched so far are used: `verify_async` fetches
+        them (`SSEApp` uses it); a verifier with only a ``jwks_url`` refuses every token
+        here until `verify_async` has fetched once.
         """
         header = _header(token)
         return self._decode(str(token), header)

@@ -1238,3 +1238,18 @@ def test_the_strategy_reaches_valid_tokens(property_fixture: Fixture) -> None:
             v for v in property_fixture.verifiers if isinstance(outcome_of(v, token), TokenClaims)
         ]
         assert accepted, alg
+
+
+def test_a_stream_lasts_until_exp_plus_the_verifiers_leeway() -> None:
+    """A token accepted thanks to the leeway gets a stream that lasts the leeway out, not
+    one that ends at once (which would make the client reconnect in a loop)."""
+    from sse_toolkit import Auth, TokenVerifier
+
+    expired = create_token(SECRET, channels="c", ttl=1, now=time.time() - 5)
+    auth = Auth(TokenVerifier(secret=SECRET, leeway=60))
+    claims = auth.verifier.verify(expired)  # type: ignore[union-attr]
+    left = auth.seconds_left(claims)
+    assert left is not None and 50 < left <= 56
+    assert Auth(SECRET).seconds_left(None) is None
+    strict = Auth(SECRET).seconds_left(claims)
+    assert strict == 0.0
