@@ -304,7 +304,7 @@ class SSEApp:
                     heartbeat_interval=self.heartbeat_interval,
                     send_timeout=self.send_timeout,
                     retry=self.retry,
-                    max_duration=Auth.seconds_left(claims),
+                    max_duration=self.auth.seconds_left(claims),
                 )
                 async with self._present(request, names, claims):
                     await response(request.scope, receive, send)
@@ -413,7 +413,7 @@ class SSEApp:
                     heartbeat_interval=self.heartbeat_interval,
                     send_timeout=self.send_timeout,
                     retry=self.retry,
-                    max_duration=Auth.seconds_left(claims),
+                    max_duration=self.auth.seconds_left(claims),
                 )
                 await response(request.scope, receive, send)
             finally:
