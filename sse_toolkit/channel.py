@@ -206,6 +206,9 @@ class SSEChannel:
         self._joined: tuple[int, int, bytes, int] = (0, 0, b"", 0)  # see _frames_from
         self._clocks: dict[float, _HeartbeatClock] = {}
         self._last_publish = -math.inf
+        # When each ring slot's event was stored (monotonic), for the metrics' latency:
+        # None until a listener asks (`Listener.batch_published_at`), so free until then.
+        self._published_at: list[float] | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._closed = False
         self._subscribers = 0  # listeners counted for stats (not while a wait is cancelled)
@@ -296,7 +299,9 @@ class SSEChannel:
                 self._ids[event.id] = seq
             self._seq = seq
             self._published += 1
-            self._last_publish = time.monotonic()
+            self._last_publish = now = time.monotonic()
+            if self._published_at is not None:
+                self._published_at[seq % capacity] = now
         self._wake_all()
         return event
 
@@ -663,6 +668,23 @@ class Listener:
         with no counter to bump per batch.
         """
         return self._next - self._base - self.filtered
+
+    def batch_published_at(self) -> float | None:
+        """When (`time.monotonic()`) the oldest event of the batch `next_frames` just
+        returned was stored in the channel (for a filtered listener: the newest event it
+        read); None if unknown. For metrics (`EventStreamResponse` asks right after each
+        batch): the channel records publish times from the first call on."""
+        channel = self._channel
+        times = channel._published_at
+        if times is None:
+            channel._published_at = [-math.inf] * channel.capacity
+            return None
+        start, _, _, after = channel._joined  # the batch just joined, if it was this one's
+        if after != self._next or self._types is not None:
+            start = self._next - 1
+        if start < channel._oldest or start < 1:
+            return None
+        return times[start % channel.capacity]
 
     def position(self, back: int = 0) -> str:
         """Where this listener stands, as a ``last_event_id`` its channel replays after:

@@ -21,6 +21,10 @@ or any ``send``/``receive`` fails, or the send timeout or a stalled final send d
 sent, then its exception propagates unchanged, the body left unfinished); or the caller
 cancels. Whichever it is, the source is closed first (a sync one in a worker thread,
 after the ``next()`` running there returns: see `_ThreadedIterator`).
+
+For metrics, a stream keeps plain counters (`StreamState`: body bytes sent, why it ended)
+and tells an optional `StreamObserver` when it opens and closes; nothing else is paid per
+batch unless the observer asks for the publish-to-write latency.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import re
 import threading
 import time
 import types
+from bisect import bisect_left
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 import anyio.abc
@@ -47,7 +52,15 @@ from ._validate import check_seconds
 from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
 from .lifecycle import open_streams
 
-__all__ = ["HOOK_TIMEOUT", "SYNC_CLOSE_TIMEOUT", "EventStreamResponse"]
+__all__ = [
+    "CLOSE_REASONS",
+    "HOOK_TIMEOUT",
+    "SYNC_CLOSE_TIMEOUT",
+    "EventStreamResponse",
+    "LatencyHistogram",
+    "StreamObserver",
+    "StreamState",
+]
 
 log = logging.getLogger("sse_toolkit.response")
 
@@ -96,6 +109,78 @@ HOOK_TIMEOUT = CLOSE_TIMEOUT
 
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+CLOSE_REASONS: Final = (
+    "client_left",
+    "send_timeout",
+    "token_expired",
+    "shutdown",
+    "lag",
+    "source_ended",
+    "error",
+)
+"""Why a stream ended (`StreamState.close_reason`): the client left (or its socket broke);
+it stopped reading for ``send_timeout`` (or did not take the final message); its
+``max_duration`` ran out (in `SSEApp`: its token expired); the process shut down (or the
+server cancelled the response); its listener lagged under ``lag_policy="close"`` (told by
+the source, see `StreamObserver`); the source ended (a channel closed, an iterable ran out);
+the source raised. The first cause wins."""
+
+
+class LatencyHistogram:
+    """Fixed buckets of plain ints: what `EventStreamResponse` adds its publish-to-write
+    latencies to (one ``bisect`` and two additions per batch; no lock, no library call).
+
+    ``counts[i]`` counts observations ``<= bounds[i]`` and above the previous bound (the
+    last count is above every bound: +Inf).
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = sorted(float(b) for b in bounds)
+        if not self.bounds or any(not math.isfinite(b) for b in self.bounds):
+            raise ValueError(f"latency buckets must be finite numbers, not {bounds!r}")
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+
+class StreamState(Protocol):
+    """What an observer may read of a stream (`EventStreamResponse` writes it)."""
+
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes sent so far (frames, hints and heartbeats: what the client got)."""
+
+    @property
+    def close_reason(self) -> str | None:
+        """One of `CLOSE_REASONS` once the stream ended (None while it runs)."""
+
+    @property
+    def opened_at(self) -> float:
+        """`time.monotonic()` when it started."""
+
+    @property
+    def response(self) -> EventStreamResponse: ...
+
+
+class StreamObserver(Protocol):
+    """Told when a stream opens and closes (metrics). Both are called on the stream's event
+    loop and must neither block nor raise. With ``latency`` set and a source that knows
+    when its frames were published (a channel's listener: ``batch_published_at``), every
+    batch's publish-to-write latency is added to it; None skips that."""
+
+    latency: LatencyHistogram | None
+
+    def opened(self, stream: StreamState) -> None: ...
+
+    def closed(self, stream: StreamState) -> None:
+        """``stream.close_reason`` is set; a source that ended may be told apart (lag)."""
+
 
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 field name
 # RFC 9110 field-value characters: visible ASCII, space, tab and obs-text (latin-1 above
@@ -230,6 +315,8 @@ class EventStreamResponse:
       headers only (204 tells EventSource to stop reconnecting).
     - ``headers``: added to (or replacing) the defaults; names are RFC 9110 tokens, values
       latin-1 without control characters; framing headers are refused.
+    - ``observer``: a `StreamObserver` told when the stream opens and closes (metrics:
+      `sse_toolkit.metrics.Metrics.observer`); None (the default) costs nothing.
 
     Every option is checked here (ValueError or TypeError naming it); the items of
     ``content`` only as they are sent.
@@ -249,6 +336,7 @@ class EventStreamResponse:
         on_disconnect: DisconnectHook | None = None,
         max_buffer_bytes: int = 1 << 20,
         max_duration: float | None = None,
+        observer: StreamObserver | None = None,
     ) -> None:
         # Every option is checked here, once: a mistake fails at start-up naming the
         # option, not at each request (or only once a client disconnects).
@@ -270,6 +358,12 @@ class EventStreamResponse:
         self.on_disconnect = on_disconnect
         self.max_buffer_bytes = max_buffer_bytes
         self.max_duration = check_seconds("max_duration", max_duration, zero=True)
+        if observer is not None and not (
+            callable(getattr(observer, "opened", None))
+            and callable(getattr(observer, "closed", None))
+        ):
+            raise TypeError(f"observer must have opened() and closed() methods, not {observer!r}")
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -298,6 +392,10 @@ class _Stream:
         self.finishing = False  # the final body message is being sent
         self.completed = False  # ... and it was
         self.last_frames: bytes | None = None  # set by a shutdown: its retry hint
+        # Plain counters for metrics (see StreamState): no library call on the way.
+        self.bytes_sent = 0
+        self.close_reason: str | None = None  # the first cause wins (see CLOSE_REASONS)
+        self.opened_at = self.last_activity
         # The producer/sender hand-off (plain iterables only).
         self.buffer: list[bytes] = []
         self.buffered_bytes = 0
@@ -315,6 +413,11 @@ class _Stream:
         # Known to the process while it runs, so that a shutdown can end it cleanly.
         self.last_frames = open_streams.add(self)
         self.ending = self.last_frames is not None  # the process is shutting down: end now
+        if self.ending:
+            self.close_reason = "shutdown"
+        observer = response.observer
+        if observer is not None:
+            observer.opened(self)
         try:
             if not batches:
                 iterator = _iterate(content)
@@ -366,6 +469,16 @@ class _Stream:
                 content.close()  # type: ignore[union-attr]  # (a listener leaves at once)
             else:
                 await aclose_quietly(iterator)
+            if self.close_reason is None:
+                self.close_reason = (
+                    "error"
+                    if self.error is not None
+                    else "client_left"
+                    if self.disconnected
+                    else "source_ended"
+                )
+            if observer is not None:
+                observer.closed(self)
             if self.disconnected and response.on_disconnect is not None:
                 # Shielded, and bounded like closing the source: a hook must not hang us.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(HOOK_TIMEOUT):
@@ -376,6 +489,8 @@ class _Stream:
         (shielded, bounded), with a last retry hint."""
         if not self.started or self.disconnected or self.completed:
             return
+        if self.close_reason is None:
+            self.close_reason = "shutdown"  # (the server's own graceful timeout, say)
         if self.last_frames is None:
             self.last_frames = open_streams.last_frames()
         with anyio.CancelScope(shield=True):
@@ -403,8 +518,11 @@ class _Stream:
                     self.buffer.clear()
                 message = {"type": "http.response.body", "body": tail}
                 self.completed = await self._send_or_drop(message)
+                if self.completed:
+                    self.bytes_sent += len(tail)
         if final.cancelled_caught:
-            self._drop()  # it stopped reading before the end: dropped, like any stall
+            # It stopped reading before the end: dropped, like any stall.
+            self._drop(reason="send_timeout")
 
     # -- the registry's interface (`lifecycle.Endable`), called on the stream's loop ------
 
@@ -412,6 +530,8 @@ class _Stream:
         """The process shuts down: send ``last_frames`` and end the body cleanly."""
         if self.last_frames is None:
             self.last_frames = last_frames
+        if self.close_reason is None:
+            self.close_reason = "shutdown"
         self._end_soon()
 
     def _end_soon(self) -> None:
@@ -424,7 +544,7 @@ class _Stream:
 
     def abort(self) -> None:
         """The shutdown's grace ran out: stop now, as if the client had gone."""
-        self._drop()
+        self._drop(reason="shutdown")
 
     async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:
         """Everything before the final body message: start, retry, the events."""
@@ -487,15 +607,20 @@ class _Stream:
         else:
             sent = await self._send_or_drop(message)
         self.sending = False
-        if not sent:
+        if sent:
+            self.bytes_sent += len(chunk)
+        else:
             await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
 
-    def _drop(self, error: BaseException | None = None) -> None:
+    def _drop(self, error: BaseException | None = None, reason: str = "client_left") -> None:
         """The client is gone (or a send or receive failed, which means the same here)."""
         if error is not None and not isinstance(error, _GONE_ERRORS):
             log.warning(
                 "dropping the client: the ASGI server's send or receive failed", exc_info=error
             )
+            reason = "error"
+        if self.close_reason is None:
+            self.close_reason = reason
         self.disconnected = True
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
@@ -503,6 +628,12 @@ class _Stream:
     async def _stream_batches(self, source: FrameBatches) -> None:
         if self.response.heartbeat_interval is not None:
             source.use_heartbeat(self.response.heartbeat_interval)
+        observer = self.response.observer
+        if observer is not None and observer.latency is not None:
+            published_at = getattr(source, "batch_published_at", None)
+            if published_at is not None:
+                await self._stream_timed_batches(source, published_at, observer.latency)
+                return
         next_frames = source.next_frames
         send_body = self._send_body
         while not self.ending:
@@ -514,6 +645,36 @@ class _Stream:
                 self.buffer.append(chunk)
                 return
             await send_body(chunk)
+
+    async def _stream_timed_batches(
+        self,
+        source: FrameBatches,
+        published_at: Callable[[], float | None],
+        latency: LatencyHistogram,
+    ) -> None:
+        """`_stream_batches`, observing how long each batch took from its (oldest) event's
+        publish to the end of its write: live events only (a replay, published before the
+        stream opened, is not a delivery latency)."""
+        next_frames = source.next_frames
+        send_body = self._send_body
+        bounds, counts = latency.bounds, latency.counts
+        opened_at = self.opened_at
+        watched = self.watched  # (then _send_or_drop reads the clock after each send)
+        while not self.ending:
+            try:
+                chunk = await next_frames()
+            except StopAsyncIteration:
+                return
+            if self.ending:
+                self.buffer.append(chunk)
+                return
+            # (right after next_frames: nothing else took a batch meanwhile)
+            published = None if chunk is _HEARTBEAT_FRAME else published_at()
+            await send_body(chunk)
+            if published is not None and published >= opened_at and not self.disconnected:
+                seconds = (self.last_activity if watched else time.monotonic()) - published
+                counts[bisect_left(bounds, seconds)] += 1
+                latency.sum += seconds
 
     async def _drain(self) -> None:
         buffer = self.buffer
@@ -592,6 +753,8 @@ class _Stream:
             if now >= end_at:
                 # Time is up (an expiring token, say): end the body cleanly, not as a drop
                 # (and go on watching: a send in flight may still stall).
+                if self.close_reason is None:
+                    self.close_reason = "token_expired"
                 self._end_soon()
                 end_at = math.inf
                 continue
@@ -601,7 +764,7 @@ class _Stream:
                 if sending_since is None:
                     wake_at = min(wake_at, now + timeout / 2)  # a send may start meanwhile
                 elif now - sending_since >= timeout:
-                    self._drop()  # the client stopped reading
+                    self._drop(reason="send_timeout")  # the client stopped reading
                     return
                 else:
                     wake_at = min(wake_at, sending_since + timeout)
