@@ -29,6 +29,12 @@ both libraries; the goal is checked on ``listen()`` as called with no arguments.
    got the event and parked again (not timed). Calls alternate between gc enabled and gc
    disabled during the call. A side/size stops after a 1 s budget (at least 5 calls) and is
    skipped ("n/a") when the previous size predicts more than 5 s per call and delivery.
+4. Frames fan-out (``--only frames``), the path `EventStreamResponse` and `SSEApp` stream:
+   20 events to 1,000 listeners, each a task calling ``await listener.next_frames()``
+   (listeners at the same place share one joined batch), timed like (1); the events
+   alternate between types ``a`` and ``b``. Unfiltered, and with ``listen(events=["a"])``
+   (half the events kept; filtered listeners build their own bytes and end a batch whose
+   last event is filtered out with an id-only frame). sse_toolkit only, asyncio and trio.
 3. Memory: bytes of Python allocations (tracemalloc) per idle subscriber over 10,000
    subscribers, beyond a task parked on one shared ``anyio.Event`` (the baseline: 10,000
    tasks each doing ``await event.wait()``, spawned the same way).
@@ -353,6 +359,83 @@ def _us(seconds: float) -> str:
     return f"{seconds * 1e6:,.1f} µs"
 
 
+# -- 4. frames fan-out (next_frames, what the response streams) --------------------------------
+
+
+async def frames_once(listeners: int, events: int, filtered: bool) -> float:
+    ch = SSEChannel("bench")
+    release = anyio.Event()
+    all_in = anyio.Event()
+    done = 0
+    t_end = 0.0
+    # Unfiltered: one frame per event ends with a blank line. Filtered: the kept events.
+    marker, wanted = (b"event: a\n", events // 2) if filtered else (b"\n\n", events)
+
+    async def listener() -> None:
+        nonlocal done, t_end
+        source = ch.listen(events=["a"]) if filtered else ch.listen()
+        got = 0
+        try:
+            while got < wanted:
+                got += (await source.next_frames()).count(marker)
+            done += 1
+            if done == listeners:
+                t_end = time.perf_counter()
+                all_in.set()
+            await release.wait()
+        finally:
+            source.close()
+
+    gc.disable()
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(listeners):
+                tg.start_soon(listener)
+            await settle(lambda: ch.subscriber_count >= listeners)
+            gc.collect()
+            gc.enable()
+            t_start = time.perf_counter()
+            for i in range(events):  # b, a, b, a, ...: the last one is kept by the filter
+                await ch.broadcast({"event": "a" if i % 2 else "b", "data": payload(i)["data"]})
+                await anyio.lowlevel.checkpoint()
+            await all_in.wait()
+            gc.disable()
+            release.set()
+    finally:
+        gc.enable()
+    assert done == listeners, done
+    return t_end - t_start
+
+
+def bench_frames(args: argparse.Namespace) -> None:
+    import inspect
+
+    listeners, events = 1_000, 20
+    can_filter = "events" in inspect.signature(SSEChannel.listen).parameters
+    variants = [False, True] if can_filter else [False]
+    cases = [(f, backend) for f in variants for backend in ("asyncio", "trio")]
+    times: dict[tuple[bool, str], list[float]] = {}
+    for round_no in range(args.rounds):
+        for filtered, backend in orders(cases, round_no):
+            elapsed = anyio.run(frames_once, listeners, events, filtered, backend=backend)
+            times.setdefault((filtered, backend), []).append(elapsed)
+    print(
+        f"## 4. Frames fan-out (`next_frames`): {events} events to {listeners:,} listeners "
+        f"(best and median of {args.rounds} rounds)\n"
+    )
+    print("| listeners | asyncio best | asyncio median | trio best | trio median |")
+    print("|---|---|---|---|---|")
+    for filtered in variants:
+        label = '`listen(events=["a"])` (keeps half)' if filtered else "`listen()` (unfiltered)"
+        cells = []
+        for backend in ("asyncio", "trio"):
+            values = times[filtered, backend]
+            for t in (min(values), statistics.median(values)):
+                cells.append(f"{t * 1e3:,.1f} ms ({t / (listeners * events) * 1e6:.2f} µs)")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\nµs per (listener x event published), publishing and waking included.\n")
+
+
 # -- 3. memory ------------------------------------------------------------------------------
 
 
@@ -470,7 +553,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side (best is kept)")
     parser.add_argument("--quick", action="store_true", help="1 round, smaller budgets")
     parser.add_argument(
-        "--only", choices=["fanout", "broadcast", "memory"], action="append", help="repeatable"
+        "--only",
+        choices=["fanout", "broadcast", "memory", "frames"],
+        action="append",
+        help="repeatable",
     )
     parser.add_argument("--listeners", type=int, default=5_000, help="fan-out listeners")
     parser.add_argument(
@@ -485,7 +571,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.big_rounds, args.memory_rounds = 1, 1, 1
         args.budget, args.min_calls = 1.0, 3
-    only = args.only or ["fanout", "broadcast", "memory"]
+    only = args.only or ["fanout", "broadcast", "memory", "frames"]
 
     started = time.perf_counter()
     print(f"# sse_toolkit at {_git_state()}")
@@ -500,6 +586,8 @@ def main() -> None:
         bench_broadcast(args)
     if "memory" in only:
         bench_memory(args)
+    if "frames" in only:
+        bench_frames(args)
     print(f"(total {time.perf_counter() - started:.0f} s)")
 
 
