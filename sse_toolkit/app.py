@@ -18,6 +18,8 @@ that slash:
 - ``GET /_presence/{channel}``: ``{"channel":...,"subscribers":n,"subjects":[...]}``, and
   with ``?stream=1`` a stream of ``sse.join`` / ``sse.leave`` events, when ``presence``
   is set (see `sse_toolkit.presence`); authorised as subscribing to the channel.
+- ``GET /_metrics``: Prometheus metrics (see `sse_toolkit.metrics`), when ``metrics`` is
+  set (``True``, or a `Metrics`); guarded like ``/_stats`` (the ``stats`` grant).
 - ``OPTIONS``: CORS preflight, when ``cors_origins`` is set.
 
 Statuses: 200 (stream), 202 (published), 204 (preflight); errors are JSON
@@ -50,6 +52,7 @@ from .frames import ServerSentEvent
 from .lifecycle import is_shutting_down
 from .manager import ChannelManager, TooManyChannels, sse_manager
 from .merge import MergedListener
+from .metrics import Metrics, route_of
 from .policy import (
     CHANNEL_NAME_PATTERN,
     CORS,
@@ -116,6 +119,7 @@ class SSEApp:
         health: bool = True,
         presence: bool = False,
         presence_ttl: float | None = None,
+        metrics: bool | Metrics = False,
         # The flat keywords of the groups (kept: they are the README's and Lilya's API).
         authorize: Authorize | None = _UNSET,
         secret: str | bytes | TokenVerifier | None = _UNSET,
@@ -146,6 +150,13 @@ class SSEApp:
         self.health = health
         # The manager's own: every app on one manager shares its counts.
         self.presence: Presence | None = manager.presence(ttl=presence_ttl) if presence else None
+        if metrics is True:
+            metrics = Metrics()  # (an ImportError naming the extra without prometheus_client)
+        elif metrics is not False and not isinstance(metrics, Metrics):
+            raise TypeError(f"metrics must be a bool or a Metrics, not {metrics!r}")
+        self.metrics: Metrics | None = metrics or None
+        if self.metrics is not None:
+            self.metrics.watch(manager)
         self.manager = manager
         self.allow_publish = allow_publish
         self.stats = stats
@@ -258,6 +269,11 @@ class SSEApp:
             return
         if path.startswith("/_") and await self._health_or_presence(request, receive, send):
             return
+        if path in ("/_metrics", "/_metrics/") and self.metrics is not None:
+            if method != "GET":
+                raise self._method_not_allowed(publish=False, stats=True)
+            await self._metrics(request, send, self.metrics)
+            return
         name = _channel_segment(path)
         if name is None:
             raise HTTPError(404, "not found")
@@ -305,6 +321,11 @@ class SSEApp:
                     send_timeout=self.send_timeout,
                     retry=self.retry,
                     max_duration=self.auth.seconds_left(claims),
+                    observer=(
+                        None
+                        if self.metrics is None or request.method == "HEAD"
+                        else self.metrics.observer(channels, replay=bool(last_event_id))
+                    ),
                 )
                 async with self._present(request, names, claims):
                     await response(request.scope, receive, send)
@@ -496,6 +517,12 @@ class SSEApp:
         await self.auth.check(request, ["*"], "stats")
         await send_json(send, 200, self.manager.stats(), self.cors.headers(request))
 
+    async def _metrics(self, request: Request, send: Send, metrics: Metrics) -> None:
+        await self.auth.check(request, ["*"], "stats")
+        body, content_type = metrics.render(request.header("accept"))
+        headers = [("content-type", content_type), ("cache-control", "no-store")]
+        await send_plain(send, 200, body, [*headers, *self.cors.headers(request)])
+
     # -- channels --------------------------------------------------------------------------
 
     async def _channel(self, name: str, *, for_subscriber: bool) -> SSEChannel:
@@ -513,6 +540,8 @@ class SSEApp:
             ) from None
 
     async def _error(self, request: Request, send: Send, error: HTTPError) -> None:
+        if self.metrics is not None:
+            self.metrics.count_error(route_of(request.method, request.route_path), error.status)
         headers = [*self.cors.headers(request), *error.headers]
         payload = {"error": error.message}
         await send_json(send, error.status, payload, headers, head=request.method == "HEAD")

@@ -203,6 +203,8 @@ class RedisBackend(Backend):
         self.connected = False
         """Whether the reader's last call to Redis succeeded."""
         self.reconnects = 0
+        """Times the reader reconnected after losing its connection (for metrics)."""
+        self._read_at: float | None = None  # time.monotonic() of the reader's last read
         # health(): the last answer, when it was had, and the PING in flight (if one is).
         self.health_timeout = HEALTH_TIMEOUT
         self.health_cache = HEALTH_CACHE
@@ -313,6 +315,13 @@ class RedisBackend(Backend):
     def reading(self) -> list[str]:
         """Names of the channels this process reads from Redis (for diagnostics, tests)."""
         return list(self._cursors)
+
+    def seconds_since_read(self) -> float | None:
+        """Seconds since the reader's last completed read (None before the first): its
+        blocking XREAD returns at least every ``block_ms`` when idle, so much more means
+        it is stuck or reconnecting. Read-only, for metrics."""
+        read_at = self._read_at
+        return None if read_at is None else time.monotonic() - read_at
 
     async def close(self) -> None:
         self._generation += 1
@@ -632,6 +641,7 @@ class RedisBackend(Backend):
                     self.reconnects += 1
                     log.warning("Redis reader reconnected; resuming every stream")
                 self.connected = True
+            self._read_at = time.monotonic()
             delay = _FIRST_DELAY
             for key, entries in response or ():
                 name = _text(key)
