@@ -337,6 +337,13 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, suppress_defaults: bo
         " without a refresh: a crashed hub's subscribers are gone from the counts within it",
     )
     add(
+        "--metrics",
+        action="store_true",
+        default=False,
+        help="serve GET /sse/_metrics: Prometheus metrics, guarded like --stats (needs"
+        " sse-toolkit[metrics]; off by default)",
+    )
+    add(
         "--demo",
         action="store_true",
         default=False,
@@ -600,6 +607,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser | None = Non
             stats=stats,
             presence=args.presence,
             presence_ttl=args.presence_ttl,
+            metrics=args.metrics,
             cors_origins=args.cors_origin,
             heartbeat_interval=args.heartbeat,
             max_subscribers_per_client=args.max_streams_per_client or None,
@@ -607,6 +615,9 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser | None = Non
         )
     except (ValueError, TypeError) as exc:  # a mistake in the options: say which, no traceback
         print(f"sse-toolkit: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # --metrics without prometheus_client: the extra to install
+        print(f"sse-toolkit: --metrics: {exc}", file=sys.stderr)
         return 2
     needs_token = sse.auth.required_for if verifier is not None else frozenset()
     settings = HubSettings(
@@ -679,6 +690,11 @@ def _log_start(
         stats_auth = bearer.replace("$TOKEN", "$STATS_TOKEN") if "stats" in needs_token else ""
         log.info("stats:     curl%s %s%s/_stats", stats_auth, base, SSE_PREFIX)
         if "stats" in needs_token:
+            log.info("stats token: STATS_TOKEN=$(%s --action stats)", mint)
+    if getattr(args, "metrics", False):
+        metrics_auth = bearer.replace("$TOKEN", "$STATS_TOKEN") if "stats" in needs_token else ""
+        log.info("metrics:   curl%s %s%s/_metrics", metrics_auth, base, SSE_PREFIX)
+        if "stats" in needs_token and not stats:
             log.info("stats token: STATS_TOKEN=$(%s --action stats)", mint)
 
 
