@@ -691,6 +691,8 @@ def _log_start(
         log.info("stats:     curl%s %s%s/_stats", stats_auth, base, SSE_PREFIX)
         if "stats" in needs_token:
             log.info("stats token: STATS_TOKEN=$(%s --action stats)", mint)
+    if getattr(args, "presence", False):
+        log.info("presence:  curl%s %s%s/_presence/demo", subscribe_auth, base, SSE_PREFIX)
     if getattr(args, "metrics", False):
         metrics_auth = bearer.replace("$TOKEN", "$STATS_TOKEN") if "stats" in needs_token else ""
         log.info("metrics:   curl%s %s%s/_metrics", metrics_auth, base, SSE_PREFIX)

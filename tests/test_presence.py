@@ -426,3 +426,25 @@ def test_presence_across_two_hub_processes_and_a_crash(tmp_path: Path, prefix: s
         assert took <= ttl + 1.0, took
     for reader in readers:
         reader.done.wait(WAIT)
+
+
+# -- the hub's flags -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--presence-ttl", "5"], "argument --presence-ttl: needs --presence"),
+        (["--presence", "--presence-ttl", "0"], "argument --presence-ttl: must be a finite"),
+        (["--presence", "--presence-ttl", "nan"], "argument --presence-ttl: must be a finite"),
+    ],
+)
+def test_presence_ttl_mistakes_exit_2_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sse_toolkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
