@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSE_REASONS",
     "DEFAULT_LATENCY_BUCKETS",
+    "DEFAULT_LATENCY_INTERVAL",
     "ROUTES",
     "Metrics",
     "route_of",
@@ -64,6 +65,10 @@ DEFAULT_LATENCY_BUCKETS: Final = (
     10.0,
 )
 """Upper bounds (seconds) of the publish-to-write histogram: 100 µs to 10 s."""
+
+DEFAULT_LATENCY_INTERVAL: Final = 0.01
+"""A stream observes its publish-to-write latency at most this often (seconds): every
+batch of a stream that writes less often, a sample of them at saturation (the cost)."""
 
 ROUTES: Final = ("subscribe", "publish", "stats", "metrics", "health", "presence", "other")
 """The ``route`` label of ``sse_http_errors_total``."""
@@ -151,7 +156,8 @@ class Metrics:
     ``per_channel``: label ``sse_streams_open`` by channel (off by default: one series per
     channel name is unbounded cardinality when names are per user or per room).
     ``namespace`` prefixes every family (``sse_...``). ``latency_buckets``: the upper
-    bounds, in seconds, of the publish-to-write histogram.
+    bounds, in seconds, of the publish-to-write histogram; ``latency_interval``: each
+    stream observes it at most that often (default 10 ms; 0: every batch).
 
     ``SSEApp(metrics=...)`` attaches it; `render` gives the exposition, and `collector` is
     what a ``CollectorRegistry`` of the app's own registers. Needs ``prometheus_client``
@@ -164,6 +170,7 @@ class Metrics:
         per_channel: bool = False,
         namespace: str = "sse",
         latency_buckets: Iterable[float] = DEFAULT_LATENCY_BUCKETS,
+        latency_interval: float = DEFAULT_LATENCY_INTERVAL,
     ) -> None:
         _prometheus()
         if type(per_channel) is not bool:
@@ -172,7 +179,7 @@ class Metrics:
             raise ValueError(f"namespace must be a Prometheus metric name, not {namespace!r}")
         self.per_channel = per_channel
         self.namespace = namespace
-        self.latency = LatencyHistogram(latency_buckets)
+        self.latency = LatencyHistogram(latency_buckets, latency_interval)
         self._lock = threading.Lock()
         self._managers: list[ChannelManager] = []
         self._open: dict[_StreamRecord, None] = {}  # (insertion-ordered set)
@@ -456,9 +463,10 @@ class Metrics:
         histogram = HistogramMetricFamily(
             f"{ns}_publish_to_write_seconds",
             "Seconds from an event's arrival in its channel (its publish, in this process)"
-            " to the end of the write of the batch carrying it, once per batch for its"
-            " oldest event (filtered streams: the newest); live events of single-channel"
-            " streams only (not replays, not merged streams)",
+            " to the end of the write of the batch carrying it, for the batch's oldest event"
+            " (filtered streams: the newest); each stream observes at most one batch per"
+            " latency_interval (10 ms: every batch below 100 batches/s); live events of"
+            " single-channel streams only (not replays, not merged streams)",
         )
         if snap is not None:
             bucket_counts, total = snap["latency"]

@@ -324,9 +324,11 @@ async def test_replay_requests_and_resets() -> None:
     assert value(samples, "sse_publish_to_write_seconds_count") == 0
 
 
-async def test_publish_to_write_latency_is_observed_once_per_live_batch() -> None:
+@pytest.mark.parametrize("interval", [0, 60])
+async def test_publish_to_write_latency_is_observed_per_live_batch(interval: float) -> None:
     manager = ChannelManager()
-    app = SSEApp(manager, allow_publish=True, metrics=True, heartbeat_interval=None)
+    metrics = Metrics(latency_interval=interval)
+    app = SSEApp(manager, allow_publish=True, metrics=metrics, heartbeat_interval=None)
     async with Stream(app, Client(path="/c")) as sub:
         await until(lambda: manager.channel_stats("c") is not None)
         await until(lambda: manager.channel_stats("c").subscribers == 1)  # type: ignore[union-attr]
@@ -338,8 +340,9 @@ async def test_publish_to_write_latency_is_observed_once_per_live_batch() -> Non
     samples = await scrape(app)
     count = value(samples, "sse_publish_to_write_seconds_count")
     # The channel starts recording publish times at the stream's first batch: every
-    # batch after it is observed (each publish here is one batch).
-    assert count in (4, 5)
+    # batch after it is observed (each publish here is one batch); sampled at most every
+    # 60 s, only the first of them.
+    assert count == (4 if interval == 0 else 1)
     assert 0 < value(samples, "sse_publish_to_write_seconds_sum") <= elapsed
     buckets = sorted(
         (float(dict(labels)["le"]), n)
@@ -422,6 +425,8 @@ def test_options_are_checked() -> None:
         Metrics(namespace="not a name")
     with pytest.raises(ValueError, match="buckets"):
         Metrics(latency_buckets=[])
+    with pytest.raises(ValueError, match="interval"):
+        Metrics(latency_interval=-1)
 
 
 def test_backend_state_of_redis_is_read_without_io() -> None:
