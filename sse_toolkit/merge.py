@@ -96,6 +96,7 @@ class MergedListener:
         self._heartbeat_interval = heartbeat_interval
         self._last_activity = time.monotonic()
         self._ended = False
+        self._closed_counts = (0, 0)  # (delivered, filtered) of the listeners, once closed
 
     def use_heartbeat(self, interval: float) -> None:
         if self._heartbeat_interval is None:
@@ -104,6 +105,18 @@ class MergedListener:
     @property
     def channels(self) -> list[str]:
         return [name for name, _ in self._listeners]
+
+    @property
+    def delivered(self) -> int:
+        """Events handed over so far, over every channel (as `Listener.delivered`)."""
+        listeners = self._listeners
+        return sum(lst.delivered for _, lst in listeners) if listeners else self._closed_counts[0]
+
+    @property
+    def filtered(self) -> int:
+        """Events the filter skipped so far, over every channel."""
+        listeners = self._listeners
+        return sum(lst.filtered for _, lst in listeners) if listeners else self._closed_counts[1]
 
     def __aiter__(self) -> MergedListener:
         return self
@@ -200,6 +213,8 @@ class MergedListener:
 
     def close(self) -> None:
         self._ended = True
+        if self._listeners:  # (kept: metrics read the counts after the stream closed it)
+            self._closed_counts = (self.delivered, self.filtered)
         for _, listener in self._listeners:
             listener.close()
         self._listeners.clear()

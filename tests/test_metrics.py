@@ -516,3 +516,18 @@ async def test_the_hub_route_is_under_sse_and_guarded() -> None:
     client = await call(hub, Client(path="/sse/_metrics", headers=stats))
     assert client.status == 200
     assert value(parse(client.body.decode()), "sse_streams_open") == 0
+
+
+async def test_a_merged_stream_counts_its_deliveries_open_and_closed() -> None:
+    """``/?channel=a&channel=b``: what each channel handed over, during and after."""
+    app = SSEApp(ChannelManager(), allow_publish=True, heartbeat_interval=None, metrics=True)
+    async with Stream(app, Client(path="/", query="channel=a&channel=b")) as stream:
+        await until(lambda: app.open_streams == 1, "the merged stream")
+        for channel, data in (("a", "1"), ("b", "2"), ("a", "3")):
+            assert (await call(app, publish_client(channel, {"data": data}))).status == 202
+        await until(lambda: stream.client.body.count(b"data: ") == 3, "three events")
+        during = await scrape(app)
+    after = await scrape(app)
+    assert value(during, "sse_events_delivered_total") == 3
+    assert value(after, "sse_events_delivered_total") == 3
+    assert value(after, "sse_streams_closed_total", reason="client_left") == 1
