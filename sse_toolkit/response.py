@@ -3,10 +3,11 @@
 One stream runs as a small task group:
 
 * the caller's task sends body messages (the only task that ever calls ``send``);
-* a watcher waits on ``receive()`` for ``http.disconnect`` and cancels the stream;
-* a watchdog, only when heartbeats or a send timeout are on, sleeps until the next
-  deadline: an idle stream gets a heartbeat, a send stuck past ``send_timeout`` drops the
-  client. No send and no wait is wrapped in its own timeout or cancel scope;
+* a watcher waits on ``receive()`` for ``http.disconnect`` and cancels the stream; when
+  heartbeats (plain iterables), a send timeout or a ``max_duration`` are on, it also wakes
+  at the next deadline: an idle stream gets a heartbeat, a send stuck past
+  ``send_timeout`` drops the client. One helper task, not two: each costs memory for as
+  long as the stream is open. No send is wrapped in its own timeout or cancel scope;
 * for a plain iterable, a producer task pulls items into a bounded buffer, so that the
   sender sends everything that piled up during its last send in one body message.
   A channel listener (a `FrameBatches`) needs no producer: it hands over ready frames
@@ -434,14 +435,14 @@ class _Stream:
                 self.cancel_scope = tg.cancel_scope
                 if self.ending:  # (asked before the scope was there: see _end_soon)
                     tg.cancel_scope.cancel()
-                tg.start_soon(self._watch_disconnect)
                 self.watched = (
                     response.send_timeout is not None
                     or response.max_duration is not None
                     or (response.heartbeat_interval is not None and not batches)
                 )
-                if self.watched:
-                    tg.start_soon(self._watchdog, not batches)
+                # One helper task: it waits for the disconnect and, between its waits,
+                # keeps the deadlines (a task per stream less to hold while idle).
+                tg.start_soon(self._watch, self.watched, not batches)
                 try:
                     await self._respond(head_only, iterator, tg)
                 except Exception as exc:
@@ -737,10 +738,37 @@ class _Stream:
     async def _wait_for_space(self) -> None:
         await self.space_ready.wait()
 
-    async def _watch_disconnect(self) -> None:
+    async def _watch(self, deadlines: bool, heartbeats: bool) -> None:
+        """Wait for ``http.disconnect``; with ``deadlines``, wake at the next one as well:
+        heartbeat (``heartbeats``: plain iterables; a channel has its own clock), send
+        timeout, or end of the stream (``max_duration``)."""
         receive = self.receive
+        response = self.response
+        interval = response.heartbeat_interval if heartbeats else None
+        timeout = response.send_timeout
+        max_duration = response.max_duration
+        end_at = math.inf if max_duration is None else time.monotonic() + max_duration
+        wake_at = math.inf
         try:
-            while (await receive())["type"] != "http.disconnect":
+            while True:
+                if deadlines:
+                    wake_at = self._check_deadlines(interval, timeout, end_at)
+                    if wake_at < 0:
+                        return  # dropped: the client stopped reading
+                    if end_at <= time.monotonic():
+                        end_at = math.inf  # (ended once; a send in flight may still stall)
+                message: Message | None = None
+                if wake_at == math.inf:
+                    message = await receive()
+                else:
+                    # (ASGI receive is a wait on the server's queue or event: cancelling
+                    # it loses nothing, and the next call waits again)
+                    with anyio.move_on_after(max(wake_at - time.monotonic(), 0.001)):
+                        message = await receive()
+                    if message is None:
+                        continue  # a deadline: check them again
+                if message["type"] == "http.disconnect":
+                    break
                 # A server's receive blocks once the request body is read; one that
                 # returns at once forever must still not starve the stream.
                 await anyio.lowlevel.checkpoint()
@@ -749,41 +777,37 @@ class _Stream:
             return
         self._drop()
 
-    async def _watchdog(self, heartbeats: bool) -> None:
-        """Sleep until the next deadline: heartbeat, send timeout, or end of the stream."""
-        interval = self.response.heartbeat_interval if heartbeats else None
-        timeout = self.response.send_timeout
-        max_duration = self.response.max_duration
-        end_at = math.inf if max_duration is None else time.monotonic() + max_duration
-        while True:
-            now = time.monotonic()
-            if now >= end_at:
-                # Time is up (an expiring token, say): end the body cleanly, not as a drop
-                # (and go on watching: a send in flight may still stall).
-                if self.close_reason is None:
-                    self.close_reason = "token_expired"
-                self._end_soon()
-                end_at = math.inf
-                continue
-            wake_at = end_at
-            sending_since = self.send_started
-            if timeout is not None:
-                if sending_since is None:
-                    wake_at = min(wake_at, now + timeout / 2)  # a send may start meanwhile
-                elif now - sending_since >= timeout:
-                    self._drop(reason="send_timeout")  # the client stopped reading
-                    return
-                else:
-                    wake_at = min(wake_at, sending_since + timeout)
-            if interval is not None:
-                due = self.last_activity + interval
-                if now >= due:
-                    if sending_since is None:  # a send in flight is not idleness
-                        self.heartbeat_due = True
-                        self.data_ready.wake()
-                    due = now + interval
-                wake_at = min(wake_at, due)
-            await anyio.sleep(max(wake_at - now, 0.001))
+    def _check_deadlines(
+        self, interval: float | None, timeout: float | None, end_at: float
+    ) -> float:
+        """Act on the deadlines that passed; the next one (-1: the client was dropped)."""
+        now = time.monotonic()
+        if now >= end_at:
+            # Time is up (an expiring token, say): end the body cleanly, not as a drop
+            # (and go on watching: a send in flight may still stall).
+            if self.close_reason is None:
+                self.close_reason = "token_expired"
+            self._end_soon()
+            end_at = math.inf
+        wake_at = end_at
+        sending_since = self.send_started
+        if timeout is not None:
+            if sending_since is None:
+                wake_at = min(wake_at, now + timeout / 2)  # a send may start meanwhile
+            elif now - sending_since >= timeout:
+                self._drop(reason="send_timeout")  # the client stopped reading
+                return -1.0
+            else:
+                wake_at = min(wake_at, sending_since + timeout)
+        if interval is not None:
+            due = self.last_activity + interval
+            if now >= due:
+                if sending_since is None:  # a send in flight is not idleness
+                    self.heartbeat_due = True
+                    self.data_ready.wake()
+                due = now + interval
+            wake_at = min(wake_at, due)
+        return wake_at
 
 
 def _iterate(content: Content) -> object:
