@@ -327,8 +327,11 @@ class SSEApp:
                         else self.metrics.observer(channels, replay=bool(last_event_id))
                     ),
                 )
-                async with self._present(request, names, claims):
-                    await response(request.scope, receive, send)
+                if self.presence is None or request.method == "HEAD":
+                    await response(request.scope, receive, send)  # (no context to hold)
+                else:
+                    async with self._present(request, names, claims):
+                        await response(request.scope, receive, send)
             finally:
                 source.close()
 

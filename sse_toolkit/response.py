@@ -232,7 +232,22 @@ def _header_list(headers: Headers | None) -> list[tuple[bytes, bytes]]:
                 f" characters (CR, LF, NUL, ...), not {value!r}"
             )
         merged[key] = value
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+    return [_encoded_field(k, v) for k, v in merged.items()]
+
+
+_ENCODED_FIELDS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _encoded_field(name: str, value: str) -> tuple[bytes, bytes]:
+    """``(name, value)`` as bytes, shared between responses: the same few fields (the
+    defaults, CORS, the heartbeat's) are sent by every stream, and each holds its list
+    for as long as it is open."""
+    field = _ENCODED_FIELDS.get((name, value))
+    if field is None:
+        field = (name.encode("latin-1"), value.encode("latin-1"))
+        if len(_ENCODED_FIELDS) < 1024:  # (bounded: values may vary per request)
+            _ENCODED_FIELDS[name, value] = field
+    return field
 
 
 def _check_content(content: object) -> None:
@@ -360,7 +375,9 @@ class EventStreamResponse:
             name == _HEARTBEAT_HEADER for name, _ in self.raw_headers
         ):
             # Announced, so that a client can tell a silent connection from a dead one.
-            self.raw_headers.append((_HEARTBEAT_HEADER, repr(self.heartbeat_interval).encode()))
+            self.raw_headers.append(
+                _encoded_field(_HEARTBEAT_HEADER.decode(), repr(self.heartbeat_interval))
+            )
         self.send_timeout = check_seconds("send_timeout", send_timeout)
         self.retry_frame = encode(retry=retry) if retry is not None else None
         self.on_disconnect = on_disconnect
@@ -382,6 +399,36 @@ class EventStreamResponse:
 
 class _Stream:
     """The state of one response being streamed."""
+
+    # (one per open stream: slots keep it small)
+    __slots__ = (
+        "__weakref__",
+        "buffer",
+        "buffered_bytes",
+        "bytes_sent",
+        "cancel_scope",
+        "close_reason",
+        "completed",
+        "data_ready",
+        "disconnected",
+        "done",
+        "ending",
+        "error",
+        "finishing",
+        "head_only",
+        "heartbeat_due",
+        "last_activity",
+        "last_frames",
+        "opened_at",
+        "receive",
+        "response",
+        "send",
+        "send_started",
+        "sending",
+        "space_ready",
+        "started",
+        "watched",
+    )
 
     def __init__(self, response: EventStreamResponse, receive: Receive, send: Send) -> None:
         self.response = response
