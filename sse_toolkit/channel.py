@@ -1,15 +1,29 @@
 """`SSEChannel`: a named fan-out of events with replay, where a subscriber is a cursor.
 
 A channel is a bounded ring of encoded events, each with a sequence number. Publishing
-encodes once, stores the event in the ring and wakes the listeners waiting on one shared
-event: its cost does not depend on how many listeners there are, and it never waits for
-any of them. A listener only remembers the next sequence number it wants; it reads the
-ring when it wakes. A listener that falls more than the ring's capacity behind is handled
-by the channel's lag policy, never by buffering without bound.
+encodes once, stores the event in the ring and wakes the waiting listeners with one
+callback on their event loop's next turn: its cost does not depend on how many listeners
+there are, and it never waits for any of them. A listener only remembers the next
+sequence number it wants; it reads the ring when it wakes. A listener that falls more than
+the ring's capacity behind is handled by the channel's lag policy, never by buffering
+without bound.
+
+Waiting listeners park on shared events: on the event loop of the first one to wait since
+the last wake-up, in slices of at most 256 listeners (one `anyio.Event` each, filled in
+turn); on any other loop, one event per loop. A publish (or a gap, or a close) sets them
+all at once: every listener reads on the next turn.
 
 Heartbeats come from one clock per channel and interval: whichever listener is first to
 wait while no other is timing the channel waits with a deadline; the rest wait plainly.
-When the deadline passes on an idle channel, it wakes every listener to send a heartbeat.
+When the deadline passes on an idle channel (nothing published for an interval), it
+bumps the clock's beat and wakes the listeners to send a heartbeat (each sends one per
+beat, whenever it next waits), but in slices: one slice per loop turn, so that however
+many listeners there are, the loop runs at most one slice of them between two looks at
+its timers and sockets, and a heartbeat does not stall it. The slices are woken by
+callbacks of that loop, not by the listener that timed the beat: cancelling it half-way
+leaves none unwoken. A publish meanwhile wakes the slices left at once. When the timing
+listener leaves, the others are woken in slices too, and the first one to wait again
+takes over.
 
 The channel knows nothing of managers. What backends and merged streams may use is named
 here without underscores: `SSEChannel.deliver`, `SSEChannel.note_gap`, `SSEChannel.link`
@@ -71,6 +85,8 @@ MAX_ECHOED_ID: Final = 256
 """At most this many characters of an unknown ``last_event_id`` are echoed in `RESET_EVENT`."""
 _MAX_BATCH_BYTES: Final = 256 * 1024  # one body message at most, so one wake-up stays short
 _HEARTBEAT_FRAME: Final = HEARTBEAT.encode()
+_WAKE_SLICE: Final = 256
+"""Waiting listeners per wake-up event: a heartbeat wakes one such slice per loop turn."""
 
 
 def event_filter(events: Iterable[str] | str | None) -> frozenset[str | None] | None:
@@ -140,6 +156,48 @@ class _HeartbeatClock:
         self.leader: Listener | None = None
 
 
+class _Wakeups:
+    """The listeners waiting on one event loop, in slices of at most `_WAKE_SLICE`: one
+    `anyio.Event` per slice, each waiter joining the newest slice.
+
+    Touched only from that loop's thread (``join`` by its waiters, ``set_all`` and ``step``
+    as its callbacks), once the channel has let go of it (whoever does so schedules the
+    callback): a waiter that took it just before still joins it before the callback runs.
+    """
+
+    __slots__ = ("events", "fill", "loop")
+
+    def __init__(self, loop: EventLoop) -> None:
+        self.loop = loop
+        self.events: list[anyio.Event] = []
+        self.fill = _WAKE_SLICE  # waiters in the newest slice (full: the next one opens one)
+
+    def join(self) -> anyio.Event:
+        if self.fill < _WAKE_SLICE:
+            self.fill += 1
+            return self.events[-1]
+        self.fill = 1
+        event = anyio.Event()
+        self.events.append(event)
+        return event
+
+    def set_all(self) -> None:
+        """Wake every slice left, now (a publish, a gap, a close)."""
+        events, self.events = self.events, []
+        for event in events:
+            event.set()
+
+    def step(self) -> None:
+        """Wake one slice now and the next on the loop's next turn (a heartbeat): the loop
+        runs at most one slice of listeners between two looks at its timers and sockets.
+        `set_all` (a publish meanwhile) wakes the rest at once, which ends the steps."""
+        events = self.events
+        if events:
+            events.pop().set()
+            if events:
+                self.loop.call_soon(self.step)
+
+
 def _new_id_prefix() -> str:
     # 64 random bits: unique per channel object and per process (two channels, or two
     # processes started together, never share a prefix), 13 characters in base32.
@@ -199,8 +257,10 @@ class SSEChannel:
         self._gaps: list[tuple[int, int | None, int]] = []
         self._gap_notes = 0  # note number of the newest gap
         self._gaps_forgotten = (0, 0)  # (note number, position) of the newest one dropped
-        self._wakeup: anyio.Event | None = None  # created by the first waiter, set by a publish
-        self._wakeup_loop: EventLoop | None = None  # the loop that waiter runs on
+        # The waiters on the loop of the first one to wait since the last wake-up, in
+        # slices; let go of (and woken) by a publish, or by a heartbeat one slice a turn.
+        self._wakeups: _Wakeups | None = None
+        self._beating: list[_Wakeups] = []  # let go of by heartbeats, maybe still waking
         self._wakeups_elsewhere: dict[EventLoop, anyio.Event] = {}  # listeners on other loops
         self._linked: dict[anyio.Event, EventLoop] = {}  # waits spanning channels (merge.py)
         self._joined: tuple[int, int, bytes, int] = (0, 0, b"", 0)  # see _frames_from
@@ -368,17 +428,57 @@ class SSEChannel:
         Waking N waiters is O(N) work for the loop, whoever does it; deferring it keeps
         ``broadcast`` itself O(1) (the caller does not pay for the fan-out), and a listener
         that looks before then finds the new event in the ring anyway. From another thread,
-        the loop's thread-safe scheduler wakes it at once.
+        the loop's thread-safe scheduler wakes it at once. The slices a heartbeat is still
+        waking one a turn are woken at once too.
         """
-        wakeup, loop = self._wakeup, self._wakeup_loop
-        if wakeup is not None:
-            self._wakeup = None
-            if loop is not None:
-                loop.call_soon(wakeup.set)
+        wakeups = self._wakeups
+        if wakeups is not None:
+            self._wakeups = None
+            wakeups.loop.call_soon(wakeups.set_all)
+        if self._beating:
+            beating, self._beating = self._beating, []
+            for waking in beating:
+                waking.loop.call_soon(waking.set_all)
         if self._linked:
             linked, self._linked = self._linked, {}
             for event, event_loop in list(linked.items()):
                 event_loop.call_soon(event.set)
+        if self._wakeups_elsewhere:
+            elsewhere, self._wakeups_elsewhere = self._wakeups_elsewhere, {}
+            for event_loop, event in list(elsewhere.items()):
+                event_loop.call_soon(event.set)
+
+    def _wake_in_turns(self) -> None:
+        """Wake every waiting listener for a heartbeat (or to find who times the next):
+        those on the first waiter's loop one slice per loop turn, so that the loop never
+        runs more than `_WAKE_SLICE` of them between two looks at its timers and sockets.
+
+        The turns are that loop's callbacks, not a task: nothing can cancel them half-way.
+        A publish meanwhile wakes the slices left at once (see `_beating`). Listeners on
+        other loops are woken at once, as by `_wake_all`; waits that span channels (merged
+        streams) are not: they time their own heartbeats.
+        """
+        wakeups = self._wakeups
+        if wakeups is not None:
+            beating = [waking for waking in self._beating if waking.events]  # (not done)
+            loop = wakeups.loop
+            # Still waking the slices of an earlier beat on this loop (and thread)? These
+            # go after them, in the same turns: one slice a turn, not two.
+            earlier = next((w for w in beating if w.loop == loop and loop.is_current()), None)
+            if earlier is None:
+                # Kept where a publish finds it before it is let go of (publishers in
+                # other threads look at _wakeups, then at _beating): a publish wakes it
+                # one way or the other.
+                beating.append(wakeups)
+                self._beating = beating
+            # Let go of before its loop may run the steps: a listener they wake must not
+            # join it again.
+            if self._wakeups is wakeups:
+                self._wakeups = None
+            if earlier is None:
+                loop.call_soon(wakeups.step)
+            else:
+                earlier.events[:0] = wakeups.events  # (no waiter joins it from this thread)
         if self._wakeups_elsewhere:
             elsewhere, self._wakeups_elsewhere = self._wakeups_elsewhere, {}
             for event_loop, event in list(elsewhere.items()):
@@ -585,7 +685,7 @@ class SSEChannel:
         clock = listener._clock
         if clock is not None and clock.leader is listener:
             clock.leader = None
-            self._wake_all()  # someone else must take over timing the heartbeats
+            self._wake_in_turns()  # someone else must take over timing the heartbeats
         if self._subscribers == 0:
             # Nobody waits now: drop the wake-up event, which belongs to one event loop, so
             # that the next user (maybe on another loop) makes its own. The loop token stays
@@ -931,11 +1031,19 @@ class Listener:
         channel = self._channel
         if channel._token is None:
             channel._token = anyio.lowlevel.current_token()
-        wakeup = channel._wakeup
-        if wakeup is None:
-            channel._wakeup_loop = current_loop()
-            wakeup = channel._wakeup = anyio.Event()
-        elif not channel._wakeup_loop.is_current():  # type: ignore[union-attr]
+        wakeups = channel._wakeups
+        if wakeups is None:
+            loop = current_loop()
+            assert loop is not None
+            wakeups = channel._wakeups = _Wakeups(loop)
+            wakeup = wakeups.join()
+        elif wakeups.loop.is_current():
+            if wakeups.fill < _WAKE_SLICE:  # (join, inlined: the common case of a wait)
+                wakeups.fill += 1
+                wakeup = wakeups.events[-1]
+            else:
+                wakeup = wakeups.join()
+        else:
             wakeup = channel._wakeup_here()  # listeners on several event loops at once
         clock = self._clock
         try:
@@ -960,7 +1068,7 @@ class Listener:
             if now >= max(channel._last_publish, clock.last_beat) + clock.interval:
                 clock.beat += 1
                 clock.last_beat = now
-                channel._wake_all()
+                channel._wake_in_turns()
         except BaseException:
             # Cancelled while waiting (the client left, or a read timed out): stop counting
             # as a subscriber now, not when the garbage collector gets round to this
