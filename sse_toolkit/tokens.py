@@ -233,6 +233,31 @@ class _JWKSFetcher:
         self.keys: list[_PublicKey] = []
         self.fetched_at = -math.inf
         self.lock = threading.Lock()
+        # The fetch in flight on an event loop (its token) and what tells its end: the
+        # requests that come meanwhile wait for it instead of checking the old keys.
+        self.in_flight: tuple[object, anyio.Event] | None = None
+
+    async def ensure_fresh(self, kid: object) -> None:
+        """Fetch the keys if due (in a worker thread; one fetch at a time per loop, the
+        other requests waiting for it), giving up waiting after ``timeout`` (+1) seconds."""
+        loop = anyio.lowlevel.current_token()
+        flight = self.in_flight
+        if flight is not None and flight[0] == loop:
+            with anyio.move_on_after(self.timeout + 1):
+                await flight[1].wait()
+            return
+        if not self.due(kid):
+            return
+        done = anyio.Event()
+        self.in_flight = (loop, done)
+        try:
+            # (the thread ends by itself within twice the timeout: see refresh)
+            with anyio.move_on_after(self.timeout + 1):
+                await anyio.to_thread.run_sync(self.refresh, abandon_on_cancel=True)
+        finally:
+            if self.in_flight is not None and self.in_flight[1] is done:
+                self.in_flight = None
+            done.set()
 
     def due(self, kid: object) -> bool:
         age = time.monotonic() - self.fetched_at
@@ -246,11 +271,25 @@ class _JWKSFetcher:
         with self.lock:
             if time.monotonic() - self.fetched_at < self.min_interval:
                 return  # (another thread just did)
-            self.fetched_at = time.monotonic()
+            self.fetched_at = started = time.monotonic()
+            deadline = started + self.timeout  # for the whole fetch, not each read
             try:
                 request = urllib.request.Request(self.url, headers={"accept": "application/json"})
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    body = response.read(_MAX_JWKS_BYTES + 1)
+                    chunks: list[bytes] = []
+                    size = 0
+                    while size <= _MAX_JWKS_BYTES:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError(f"the JWKS took over {self.timeout} s")
+                        # (each read waits at most `timeout`: the whole is bounded by twice
+                        # that, however slowly a server trickles its bytes)
+                        chunk = response.read1(65536)
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
+                        size += len(chunk)
+                body = b"".join(chunks)
                 if len(body) > _MAX_JWKS_BYTES:
                     raise ValueError("the JWKS is over 1 MiB")
                 self.keys = _jwks_keys(json.loads(body))
@@ -384,8 +423,8 @@ class TokenVerifier:
         algorithm = header["alg"]
         # (an algorithm refused anyway fetches nothing: no fetch on `alg: none`)
         asymmetric = algorithm in self.algorithms and algorithm not in HMAC_ALGORITHMS
-        if fetcher is not None and asymmetric and fetcher.due(header.get("kid")):
-            await anyio.to_thread.run_sync(fetcher.refresh)
+        if fetcher is not None and asymmetric:
+            await fetcher.ensure_fresh(header.get("kid"))
         return self._decode(str(token), header)
 
     def _decode(self, token: str, header: dict[str, Any]) -> TokenClaims:

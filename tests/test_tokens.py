@@ -1253,3 +1253,67 @@ def test_a_stream_lasts_until_exp_plus_the_verifiers_leeway() -> None:
     assert Auth(SECRET).seconds_left(None) is None
     strict = Auth(SECRET).seconds_left(claims)
     assert strict == 0.0
+
+
+@BACKENDS
+def test_requests_during_a_fetch_wait_for_it_instead_of_being_refused(
+    backend: str, keys: dict[str, KeyPair], jwks_server: JWKSServer
+) -> None:
+    """A cold start (or a rotation) with a slow JWKS: every request that comes while the
+    keys are fetched waits for that one fetch, and is then accepted."""
+    jwks_server.delay = 0.5
+    verifier = TokenVerifier(jwks_url=jwks_server.url)
+    token = mint(keys["rsa"].private_pem, "RS256", kid="A", sub="a")
+    results: list[object] = []
+
+    async def main() -> None:
+        async def check() -> None:
+            try:
+                results.append(await verifier.verify_async(token))
+            except InvalidToken as exc:
+                results.append(exc.description)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(6):  # spread over the fetch (a schedule, not a wait)
+                    tg.start_soon(check)
+                    await anyio.sleep(0.05)
+
+    anyio.run(main, backend=backend)
+    assert [type(r) for r in results] == [TokenClaims] * 6, results
+    assert jwks_server.requests == 1
+
+
+def test_a_trickling_jwks_server_is_given_up_within_twice_the_timeout(
+    keys: dict[str, KeyPair],
+) -> None:
+    """A server that sends one byte every 0.2 s never makes a per-read timeout fire: the
+    whole fetch has a deadline, and the request stops waiting after the timeout."""
+    import socket as socket_module
+
+    listener = socket_module.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        verifier = TokenVerifier(jwks_url=f"http://127.0.0.1:{port}/jwks", jwks_timeout=1)
+        token = mint(keys["rsa"].private_pem, "RS256", kid="A")
+        started = time.monotonic()
+        assert run("asyncio", verifier, token) == ["no key for the token's kid and algorithm"]
+        assert time.monotonic() - started < 3.0
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
