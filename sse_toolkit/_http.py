@@ -88,6 +88,8 @@ class Request:
             return None
         for part in header.split(";"):
             key, _, value = part.strip().partition("=")
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]  # a quoted cookie-value (RFC 6265 4.1.1)
             if key == name and value:
                 return value
         return None

@@ -380,7 +380,7 @@ class Metrics:
         )
         yield counter(
             "events_delivered",
-            "Events handed to this app's single-channel streams (notices, heartbeats and"
+            "Events handed to this app's streams (notices, heartbeats and"
             " filtered-out events not counted)",
             get("delivered"),
         )

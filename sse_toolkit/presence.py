@@ -111,7 +111,7 @@ class Presence:
         counts = self._table.setdefault(channel, {})
         counts[subject] = counts.get(subject, 0) + 1
         self._changed_locally(channel)
-        await self._announce(JOIN_EVENT, channel, subject)
+        await self._announce(JOIN_EVENT, channel, subject, self._local_count(channel))
 
     async def leave(
         self, channel: str, subject: str | None = None, *, generation: int | None = None
@@ -130,7 +130,10 @@ class Presence:
         if not counts:
             del self._table[channel]
         self._changed_locally(channel)
-        await self._announce(LEAVE_EVENT, channel, subject)
+        await self._announce(LEAVE_EVENT, channel, subject, self._local_count(channel))
+
+    def _local_count(self, channel: str) -> int:
+        return sum(self._table.get(channel, {}).values())
 
     def local(self, channel: str) -> dict[str | None, int]:
         """This process's streams on ``channel`` by subject (a copy)."""
@@ -268,9 +271,13 @@ class Presence:
             if full:
                 last_full = now
 
-    async def _announce(self, kind: str, channel: str, subject: str | None) -> None:
+    async def _announce(self, kind: str, channel: str, subject: str | None, local: int) -> None:
         """Publish ``kind`` (join/leave) on the channel's companion channel (bounded; a
-        failure is logged, never raised: subscribing does not depend on it)."""
+        failure is logged, never raised: subscribing does not depend on it).
+
+        ``local``: this process's count just after the change, taken before any await
+        (joins and leaves that overlap must each tell their own count); other processes'
+        counts are as of their last write (coalesced: at most ~50 ms behind)."""
         if self._closed:
             await anyio.lowlevel.checkpoint()
             return
@@ -286,12 +293,11 @@ class Presence:
                     if found is None:
                         return
                     companion = found
-                snapshot = await self.snapshot(channel)
-                data = {
-                    "channel": channel,
-                    "subject": subject,
-                    "subscribers": snapshot["subscribers"],
-                }
+                subscribers = local
+                if self.shared:
+                    snapshot = await self.snapshot(channel)  # (ours in it as of now: replaced)
+                    subscribers += snapshot["subscribers"] - self._local_count(channel)
+                data = {"channel": channel, "subject": subject, "subscribers": subscribers}
                 await companion.broadcast(ServerSentEvent(data, event=kind))
         except Exception as exc:
             log.warning("could not publish %s on %r: %s", kind, channel, exc)

@@ -497,6 +497,7 @@ def _claims(payload: dict[str, Any]) -> TokenClaims:
     subject = payload.get("sub")
     if subject is not None and not isinstance(subject, str):
         raise InvalidToken("the token's sub claim is not a string")
+    subject = subject or None  # an empty subject names nobody
     grants = payload.get(CLAIM, {})
     if not isinstance(grants, dict):
         raise InvalidToken("the token's sse claim is not an object")
@@ -555,13 +556,16 @@ def create_token(
         raise ValueError(f"ttl must be a finite number of seconds > 0, not {ttl!r}")
     if subject is not None and not isinstance(subject, str):
         raise ValueError(f"subject must be a string, not {subject!r}")
-    issued = int(time.time() if now is None else now)
+    minted = time.time() if now is None else now
+    issued = int(minted)
     grants: dict[str, Any] = {
         action: channel_list for action in ("subscribe", "publish") if action in action_list
     }
     if "stats" in action_list:
         grants["stats"] = True
-    payload: dict[str, Any] = {"exp": issued + max(1, math.ceil(ttl)), "iat": issued}
+    # exp rounded up: a token never lives less than its ttl (int(now) + ttl could lose up
+    # to a second, and a ttl of 1 s made tokens already expired)
+    payload: dict[str, Any] = {"exp": math.ceil(minted + ttl), "iat": issued}
     payload["jti"] = uuid.uuid4().hex  # (two tokens minted in one second differ)
     for name, value in (("sub", subject), ("aud", audience), ("iss", issuer)):
         if value is not None:

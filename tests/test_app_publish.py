@@ -43,3 +43,15 @@ async def test_null_data_reaches_the_subscriber_as_json_null() -> None:
         await sub.wait_for(lambda: b"data: null" in sub.body)
     (event,) = parse(sub.body).events
     assert (event.data, event.last_event_id) == ("null", pub.json()["id"])
+
+
+async def test_a_quoted_token_cookie_is_read_without_its_quotes() -> None:
+    """RFC 6265 lets a cookie value be quoted; the quotes are not part of the token."""
+    from sse_toolkit import create_token
+
+    secret = "a shared secret of at least thirty-two bytes, for HS256"
+    token = create_token(secret, channels="c", actions="publish")
+    app = SSEApp(ChannelManager(), allow_publish=True, secret=secret)
+    headers = [("content-type", "application/json"), ("cookie", f'sse_token="{token}"')]
+    client = await call(app, publish_client("c", {"data": "x"}, headers=headers))
+    assert client.status == 202, client.body

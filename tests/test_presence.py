@@ -448,3 +448,26 @@ def test_presence_ttl_mistakes_exit_2_naming_the_flag(
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+async def test_overlapping_joins_and_leaves_each_tell_their_own_count() -> None:
+    """Joins and leaves at once (a burst of subscribers): each event's count is the one
+    just after its own change, so the counts a page sees go 1, 2, 3 and back to 0."""
+    manager = ChannelManager()
+    presence = manager.presence()
+    async with Streams(SSEApp(manager, presence=True, heartbeat_interval=None)) as watchers:
+        watcher = watchers.open("/_presence/room", "stream=1")
+        with anyio.fail_after(WAIT):
+            while await manager.get(presence_channel("room")) is None:
+                await anyio.sleep(0.001)
+        async with anyio.create_task_group() as tg:
+            for subject in ("a", "b", "c"):
+                tg.start_soon(presence.join, "room", subject)
+        await watcher.wait_for(lambda: len(events(watcher)) == 3)
+        async with anyio.create_task_group() as tg:
+            for subject in ("a", "b", "c"):
+                tg.start_soon(presence.leave, "room", subject)
+        await watcher.wait_for(lambda: len(events(watcher)) == 6)
+    counts = [data["subscribers"] for _, data in events(watcher)]
+    assert sorted(counts[:3]) == [1, 2, 3]
+    assert sorted(counts[3:]) == [0, 1, 2]
