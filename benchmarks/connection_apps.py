@@ -164,6 +164,10 @@ class BenchApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if os.environ.get("SSE_BENCH_GC") == "off":  # a diagnostic: GC pauses or not
+                    import gc
+
+                    gc.disable()
                 self.probe.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
