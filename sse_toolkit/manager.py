@@ -225,8 +225,16 @@ class ChannelManager:
         return self._presence
 
     def stats(self) -> dict[str, Any]:
-        """Totals and per-channel `ChannelStats`, as plain data."""
-        channels = [channel.stats() for channel in self._channels.values()]
+        """Totals and per-channel `ChannelStats`, as plain data: the channels clients use,
+        not presence's internal ``_presence.*`` ones (their joins and leaves are no
+        channel of the app's, and no client can subscribe to them by name)."""
+        from .presence import PRESENCE_CHANNEL_PREFIX
+
+        channels = [
+            channel.stats()
+            for name, channel in self._channels.items()
+            if not name.startswith(PRESENCE_CHANNEL_PREFIX)
+        ]
         return {
             "channels": len(channels),
             "subscribers": sum(s.subscribers for s in channels),

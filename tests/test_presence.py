@@ -471,3 +471,22 @@ async def test_overlapping_joins_and_leaves_each_tell_their_own_count() -> None:
     counts = [data["subscribers"] for _, data in events(watcher)]
     assert sorted(counts[:3]) == [1, 2, 3]
     assert sorted(counts[3:]) == [0, 1, 2]
+
+
+async def test_the_internal_presence_channels_are_not_in_the_stats() -> None:
+    """``/_stats`` (and the dashboard's channel list, and the metrics) show the channels
+    clients use: a companion stream's internal channel is none of them."""
+    manager = ChannelManager()
+    app = SSEApp(manager, presence=True, stats=True, heartbeat_interval=None)
+    async with Streams(app) as streams:
+        streams.open("/_presence/room", "stream=1")
+        with anyio.fail_after(WAIT):
+            while await manager.get(presence_channel("room")) is None:
+                await anyio.sleep(0.001)
+        streams.open("/room", "")
+        with anyio.fail_after(WAIT):
+            while manager.stats()["subscribers"] < 1:
+                await anyio.sleep(0.001)
+        stats = manager.stats()
+    assert list(stats["per_channel"]) == ["room"]
+    assert stats["channels"] == 1 and stats["published"] == 0
