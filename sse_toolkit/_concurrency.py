@@ -5,15 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.abc
-
-log = logging.getLogger("sse_toolkit")
 
 CLOSE_TIMEOUT = 5.0
 """How long closing a user's iterator may take on the way out (it runs shielded)."""
@@ -177,58 +173,3 @@ class Wakeup:
             import trio
 
             trio.lowlevel.reschedule(parked)
-
-
-class HelperTasks:
-    """A stream's helper tasks, owned and scoped like a task group's, for less memory.
-
-    ``async with HelperTasks() as helpers``: ``helpers.cancel_scope`` is the block's scope
-    (what cancels the owner's work), ``helpers.start_soon(func, *args)`` starts a helper.
-    On leaving the block every helper is cancelled and waited for (shielded), so none
-    outlives its owner. Helpers must not raise (they report through their owner's state),
-    and must not need cancelling with the block's scope before it is left: a helper that
-    does (a producer feeding the owner) takes ``light=False``, a real task group.
-
-    Why not an anyio task group: one is held for as long as its stream is open, and on
-    asyncio it costs about 2.5 KB per stream more than a cancel scope and bare tasks (its
-    own scope per task, a wrapper coroutine, an event): a server holding 10,000 idle
-    streams pays that 10,000 times. On trio a nursery is the only way, and is used.
-    """
-
-    __slots__ = ("_group", "_light", "_tasks", "cancel_scope")
-
-    def __init__(self, *, light: bool = True) -> None:
-        self.cancel_scope = anyio.CancelScope()
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._group: anyio.abc.TaskGroup | None = None
-        self._light = light
-
-    async def __aenter__(self) -> HelperTasks:
-        if not self._light or asyncio._get_running_loop() is None:  # (trio: a nursery)
-            self._group = anyio.create_task_group()
-            await self._group.__aenter__()
-            self.cancel_scope = self._group.cancel_scope
-        else:
-            self.cancel_scope.__enter__()
-        return self
-
-    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        if self._group is not None:
-            self._group.start_soon(func, *args)
-        else:
-            self._tasks.append(asyncio.get_running_loop().create_task(func(*args)))
-
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        if self._group is not None:
-            self._group.cancel_scope.cancel()  # (the helpers end with their owner's block)
-            return await self._group.__aexit__(*exc_info)
-        tasks = self._tasks
-        if tasks:
-            for task in tasks:
-                task.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait(tasks)
-            for task in tasks:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("a stream's helper task failed", exc_info=task.exception())
-        return self.cancel_scope.__exit__(*exc_info)

@@ -47,7 +47,7 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._concurrency import CLOSE_TIMEOUT, HelperTasks, Wakeup, aclose_quietly, call_maybe_async
+from ._concurrency import CLOSE_TIMEOUT, Wakeup, aclose_quietly, call_maybe_async
 from ._types import FrameBatches, Message, Receive, Scope, Send
 from ._validate import check_seconds
 from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
@@ -478,9 +478,7 @@ class _Stream:
                 iterator = _iterate(content)
             # One scope from the first message on: the watcher sees a disconnect, and the
             # watchdog a stuck send, even while ``http.response.start`` is being sent.
-            # (a channel's stream has one helper, the watcher: light; a plain iterable's
-            # producer is cancelled with the scope, as in a task group)
-            async with HelperTasks(light=batches) as tg:
+            async with anyio.create_task_group() as tg:
                 self.cancel_scope = tg.cancel_scope
                 if self.ending:  # (asked before the scope was there: see _end_soon)
                     tg.cancel_scope.cancel()
@@ -603,7 +601,7 @@ class _Stream:
         """The shutdown's grace ran out: stop now, as if the client had gone."""
         self._drop(reason="shutdown")
 
-    async def _respond(self, head_only: bool, iterator: object, tg: HelperTasks) -> None:
+    async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:
         """Everything before the final body message: start, retry, the events."""
         if self.ending:
             return  # (the final message will carry the start)
