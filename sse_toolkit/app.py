@@ -62,7 +62,7 @@ from .policy import (
     check_seconds,
 )
 from .presence import Presence, presence_channel
-from .response import EventStreamResponse
+from .response import EventStreamResponse, StreamObserver
 from .tokens import TokenClaims, TokenVerifier
 
 __all__ = ["CHANNEL_NAME_PATTERN", "CORS", "Auth", "HTTPError", "Limits", "SSEApp"]
@@ -314,19 +314,12 @@ class SSEApp:
             channels = [await self._channel(name, for_subscriber=True) for name in names]
             source = _source(channels, last_event_id, merged=merged, events=event_types)
             try:
-                response = EventStreamResponse(
-                    source,
-                    headers=self.cors.headers(request),
-                    heartbeat_interval=self.heartbeat_interval,
-                    send_timeout=self.send_timeout,
-                    retry=self.retry,
-                    max_duration=self.auth.seconds_left(claims),
-                    observer=(
-                        None
-                        if self.metrics is None or request.method == "HEAD"
-                        else self.metrics.observer(channels, replay=bool(last_event_id))
-                    ),
+                observer = (
+                    None
+                    if self.metrics is None or request.method == "HEAD"
+                    else self.metrics.observer(channels, replay=bool(last_event_id))
                 )
+                response = self._response(source, request, claims, observer)
                 if self.presence is None or request.method == "HEAD":
                     await response(request.scope, receive, send)  # (no context to hold)
                 else:
@@ -334,6 +327,24 @@ class SSEApp:
                         await response(request.scope, receive, send)
             finally:
                 source.close()
+
+    def _response(
+        self,
+        source: Any,
+        request: Request,
+        claims: TokenClaims | None,
+        observer: StreamObserver | None = None,
+    ) -> EventStreamResponse:
+        """A stream of ``source`` with the app's options; it ends when the token expires."""
+        return EventStreamResponse(
+            source,
+            headers=self.cors.headers(request),
+            heartbeat_interval=self.heartbeat_interval,
+            send_timeout=self.send_timeout,
+            retry=self.retry,
+            max_duration=self.auth.seconds_left(claims),
+            observer=observer,
+        )
 
     @asynccontextmanager
     async def _present(
@@ -431,14 +442,7 @@ class SSEApp:
             channel = await self._channel(internal, for_subscriber=True)
             source = _source([channel], last_event_id, merged=False)
             try:
-                response = EventStreamResponse(
-                    source,
-                    headers=self.cors.headers(request),
-                    heartbeat_interval=self.heartbeat_interval,
-                    send_timeout=self.send_timeout,
-                    retry=self.retry,
-                    max_duration=self.auth.seconds_left(claims),
-                )
+                response = self._response(source, request, claims)
                 await response(request.scope, receive, send)
             finally:
                 source.close()

@@ -104,3 +104,34 @@ class Client:
         with anyio.fail_after(timeout):
             while not predicate():
                 await self._changed.wait()
+
+
+async def call(app: Any, client: Client) -> Client:
+    """Run one request to the end (bounded)."""
+    with anyio.fail_after(WAIT):
+        await app(client.scope, client.receive, client.send)
+    return client
+
+
+class Stream:
+    """A subscriber running in a task group, disconnected on exit."""
+
+    def __init__(self, app: Any, client: Client) -> None:
+        self.app, self.client = app, client
+
+    async def __aenter__(self) -> Client:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self.app, self.client.scope, self.client.receive, self.client.send)
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.client.disconnect.set()
+        await self._tg.__aexit__(None, None, None)
+
+
+async def wait_subscribers(manager: Any, name: str, n: int) -> None:
+    """Until ``manager``'s channel ``name`` counts ``n`` subscribers (bounded)."""
+    with anyio.fail_after(WAIT):
+        while (channel := await manager.get(name)) is None or channel.subscriber_count < n:
+            await anyio.sleep(0.001)

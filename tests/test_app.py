@@ -19,7 +19,7 @@ from sse_toolkit.backends import Backend, BackendUnavailable
 from sse_toolkit.merge import decode_positions, encode_positions
 from sse_toolkit.tokens import TokenVerifier
 
-from .asgi import WAIT, Client
+from .asgi import WAIT, Client, Stream, call, wait_subscribers
 from .sse_parser import parse
 
 pytestmark = pytest.mark.anyio
@@ -29,39 +29,10 @@ SECRET = "s3cret: a test secret of 64 bytes or more, long enough for HS512 too"
 OTHER_SECRET = "another secret of 32 bytes or more, not the app's"
 
 
-async def call(app: SSEApp, client: Client) -> Client:
-    with anyio.fail_after(WAIT):
-        await app(client.scope, client.receive, client.send)
-    return client
-
-
 def publish_client(channel: str, payload: Any, **kwargs: Any) -> Client:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     headers = kwargs.pop("headers", [("content-type", "application/json")])
     return Client(method="POST", path=f"/{channel}", body=body, headers=headers, **kwargs)
-
-
-async def wait_subscribers(manager: ChannelManager, name: str, n: int) -> None:
-    with anyio.fail_after(WAIT):
-        while (channel := await manager.get(name)) is None or channel.subscriber_count < n:
-            await anyio.sleep(0.001)
-
-
-class Stream:
-    """A subscriber running in a task group, disconnected on exit."""
-
-    def __init__(self, app: SSEApp, client: Client) -> None:
-        self.app, self.client = app, client
-
-    async def __aenter__(self) -> Client:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self.app, self.client.scope, self.client.receive, self.client.send)
-        return self.client
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.client.disconnect.set()
-        await self._tg.__aexit__(None, None, None)
 
 
 # -- subscribe and publish -----------------------------------------------------------------

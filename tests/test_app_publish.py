@@ -8,9 +8,9 @@ import pytest
 
 from sse_toolkit import ChannelManager, SSEApp
 
-from .asgi import Client
+from .asgi import Client, Stream, call, wait_subscribers
 from .sse_parser import parse
-from .test_app import Stream, call, publish_client, wait_subscribers
+from .test_app import publish_client
 
 pytestmark = pytest.mark.anyio
 

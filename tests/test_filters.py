@@ -30,7 +30,7 @@ from sse_toolkit import (
 from sse_toolkit.merge import MergedListener, decode_positions
 from sse_toolkit.parser import EventParser
 
-from .asgi import WAIT, Client
+from .asgi import WAIT, Client, Stream, call, wait_subscribers
 from .servers import serve
 from .sse_parser import parse
 
@@ -355,12 +355,6 @@ def test_filtered_stream_is_the_unfiltered_one_filtered(
 # -- over HTTP, in process -------------------------------------------------------------------
 
 
-async def call(app: SSEApp, client: Client) -> Client:
-    with anyio.fail_after(WAIT):
-        await app(client.scope, client.receive, client.send)
-    return client
-
-
 async def publish(app: SSEApp, channel: str, payload: Any) -> str:
     body = json.dumps(payload).encode()
     client = Client(
@@ -369,27 +363,6 @@ async def publish(app: SSEApp, channel: str, payload: Any) -> str:
     await call(app, client)
     assert client.status == 202, client.body
     return str(client.json()["id"])
-
-
-class Stream:
-    def __init__(self, app: SSEApp, client: Client) -> None:
-        self.app, self.client = app, client
-
-    async def __aenter__(self) -> Client:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self.app, self.client.scope, self.client.receive, self.client.send)
-        return self.client
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.client.disconnect.set()
-        await self._tg.__aexit__(None, None, None)
-
-
-async def wait_subscribers(manager: ChannelManager, name: str, n: int) -> None:
-    with anyio.fail_after(WAIT):
-        while (channel := await manager.get(name)) is None or channel.subscriber_count < n:
-            await anyio.sleep(0.001)
 
 
 async def test_http_filter_live_replay_and_resume() -> None:

@@ -20,7 +20,7 @@ from sse_toolkit import ChannelManager, SSEApp
 from sse_toolkit.backends import Backend
 from sse_toolkit.lifecycle import is_shutting_down
 
-from .asgi import WAIT, Client
+from .asgi import WAIT, Client, Stream
 from .test_redis import (
     redis_server,  # noqa: F401 - a fixture
 )
@@ -40,23 +40,6 @@ async def get(app: Any, path: str = "/_health", *, method: str = "GET", **kw: An
     with anyio.fail_after(WAIT):
         await app(client.scope, client.receive, client.send)
     return client
-
-
-class Stream:
-    """A subscriber running in a task group, disconnected on exit."""
-
-    def __init__(self, app: SSEApp, client: Client) -> None:
-        self.app, self.client = app, client
-
-    async def __aenter__(self) -> Client:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self.app, self.client.scope, self.client.receive, self.client.send)
-        return self.client
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.client.disconnect.set()
-        await self._tg.__aexit__(None, None, None)
 
 
 # -- memory backend ------------------------------------------------------------------------
