@@ -838,15 +838,7 @@ class Listener:
         a filter, the events it skips are not in the list (and no id-only frame stands for
         them: the list holds events, not frames).
         """
-        notices = self._notices()
-        channel = self._channel
-        while True:
-            start = self._next
-            events = channel._batch_from(start, self._stop())
-            if start >= channel._oldest:
-                self._next = start + len(events)
-                break
-            notices += self._notices()  # lapped meanwhile by another thread: lag notice
+        notices, events = self._read_batch()
         if self._types is not None and events:
             types = self._types
             kept = [event for event in events if event.event in types]
@@ -875,18 +867,9 @@ class Listener:
     ) -> tuple[list[ServerSentEvent], bytes]:
         """`_take_frames` for a listener with a filter: its own bytes, never the shared
         joined batch (other listeners at the same place may want other types)."""
-        notices = self._notices()
-        channel = self._channel
-        while True:
-            start = self._next
-            stop = self._stop()
-            if start >= stop:
-                return notices, b""
-            events = channel._batch_from(start, stop)
-            if start >= channel._oldest:  # nothing it read was evicted meanwhile
-                self._next = start + len(events)
-                break
-            notices += self._notices()
+        notices, events = self._read_batch()
+        if not events:
+            return notices, b""
         frames = [event._encoded for event in events if event.event in types]
         skipped = len(events) - len(frames)
         if skipped:
@@ -899,6 +882,20 @@ class Listener:
                 # would reset the client's id, and a replay after the previous one is exact.
                 frames.append(id_line(last.id) + b"\n")
         return notices, b"".join(frames)
+
+    def _read_batch(self) -> tuple[list[ServerSentEvent], list[ServerSentEvent]]:
+        """The notices owed and the next batch of events (unfiltered), the cursor moved past
+        them: what `take_ready` and a filtered `next_frames` read. (The unfiltered
+        `next_frames` reads the shared joined bytes instead: `_take_frames`.)"""
+        notices = self._notices()
+        channel = self._channel
+        while True:
+            start = self._next
+            events = channel._batch_from(start, self._stop())
+            if start >= channel._oldest:  # nothing it read was evicted meanwhile
+                self._next = start + len(events)
+                return notices, events
+            notices += self._notices()  # lapped meanwhile by another thread: lag notice
 
     def _notices(self) -> list[ServerSentEvent]:
         """Every notice owed now, in order; raises StopAsyncIteration only if none is."""
