@@ -3,6 +3,7 @@
     python benchmarks/bench_response.py             # 5 rounds, ~30-45 s
     python benchmarks/bench_response.py --quick     # 3 rounds, fewer events, ~10 s
     python benchmarks/bench_response.py --backend asyncio --scenario yield
+    python benchmarks/bench_response.py --items dicts   # the generator yields plain dicts
 
 Each run drives one response object with an in-process ASGI ``send`` that only counts:
 messages, bytes, and frames (the ``\\n\\n`` terminators in the body bytes, since sse_toolkit
@@ -97,7 +98,8 @@ class CountingSend:
         body = message.get("body", b"")
         self.messages += 1
         self.bytes += len(body)
-        self.frames += body.count(b"\n\n")
+        # (sse-starlette ends a frame built from a dict with its default CRLF separator)
+        self.frames += body.count(b"\r\n\r\n") or body.count(b"\n\n")
         if not message.get("more_body", False):
             self.finished = True
 
@@ -117,8 +119,14 @@ async def source(items: Sequence[Any], pause: bool) -> AsyncIterator[Any]:
             yield item
 
 
-def build_items(side: str, events: int) -> list[Any]:
-    """The side's pre-built events: ~60-byte frames with event, id and data."""
+def build_items(side: str, events: int, kind: str = "events") -> list[Any]:
+    """The side's pre-built items: ~60-byte frames with event, id and data; with ``kind``
+    "dicts", both libraries get the same plain dicts of those fields (each encodes them as
+    it streams) and the bare loop still its pre-encoded bytes."""
+    if kind == "dicts" and side != "bare loop":
+        return [
+            {"data": f"payload number {i}", "event": "tick", "id": str(i)} for i in range(events)
+        ]
     if side == "sse_toolkit":
         return [
             ServerSentEvent(f"payload number {i}", event="tick", id=str(i)) for i in range(events)
@@ -179,6 +187,12 @@ def main() -> None:
     parser.add_argument(
         "--scenario", choices=(*SCENARIOS, "all"), default="all", help="which scenario"
     )
+    parser.add_argument(
+        "--items",
+        choices=("events", "dicts"),
+        default="events",
+        help="what the generator yields: each library's own event objects, or plain dicts",
+    )
     add_clock_option(parser)
     args = parser.parse_args()
     if args.quick:
@@ -190,12 +204,13 @@ def main() -> None:
 
     print(
         f"# bench_response: {args.rounds} rounds x {args.events:,} events per side; "
-        f"best round shown; {args.clock} clock; load average {os.getloadavg()[0]:.2f}\n"
+        f"{args.items}; best round shown; {args.clock} clock; "
+        f"load average {os.getloadavg()[0]:.2f}\n"
         f"# python {platform.python_version()} ({sys.platform}), nproc {os.cpu_count()}, "
         f"sse_toolkit {sse_toolkit.__version__}, sse-starlette {sse_starlette.__version__}, "
         f"anyio {version('anyio')}, trio {version('trio')}\n"
     )
-    items = {side: build_items(side, args.events) for side in SIDES}
+    items = {side: build_items(side, args.events, args.items) for side in SIDES}
     combos = [(backend, scenario) for backend in backends for scenario in scenarios]
     for backend, scenario in combos:  # warm up every path once
         for side in SIDES:

@@ -341,8 +341,14 @@ def frame_bytes(item: object) -> bytes:
     """The bytes to write for one streamed item; ``bytes`` are taken as already encoded."""
     if isinstance(item, ServerSentEvent):
         return item._encoded
+    # A dict or str is encoded directly: the event object as_event would build around the
+    # frame is thrown away at once (it costs more than the encoding itself).
+    if type(item) is dict and item.keys() <= _FIELDS:
+        return encode(**item)
     if type(item) is bytes:
         return item
+    if type(item) is str:
+        return encode(item)
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
     return as_event(item)._encoded

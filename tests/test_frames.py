@@ -725,6 +725,32 @@ def test_no_field_can_inject_a_frame(event: str, id: str, comment: str, data: st
 
 
 @given(
+    st.dictionaries(
+        st.sampled_from(["data", "event", "id", "retry", "comment", "json_dumps", "nope"]),
+        st.none() | any_strings | retries | st.just(b"x"),
+        max_size=4,
+    )
+)
+def test_frame_bytes_of_a_dict_is_the_event_path(fields: dict[str, Any]) -> None:
+    """frame_bytes encodes a dict (or str) without building the event: same bytes, same
+    error (type and message) as going through as_event."""
+    for item in (fields, fields.get("data") if isinstance(fields.get("data"), str) else "s"):
+        try:
+            expected: bytes | BaseException = as_event(item).encode()
+        except (TypeError, ValueError) as exc:
+            expected = exc
+        try:
+            got: bytes | BaseException = frame_bytes(item)
+        except (TypeError, ValueError) as exc:
+            got = exc
+        if isinstance(expected, BaseException):
+            assert type(got) is type(expected)
+            assert str(got) == str(expected)
+        else:
+            assert got == expected
+
+
+@given(
     data=datas,
     event=st.none() | single_lines,
     id=st.none() | ids,
