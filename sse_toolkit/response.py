@@ -30,6 +30,7 @@ batch unless the observer asks for the publish-to-write latency.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -47,7 +48,14 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._concurrency import CLOSE_TIMEOUT, Wakeup, aclose_quietly, call_maybe_async
+from ._concurrency import (
+    CLOSE_TIMEOUT,
+    Wakeup,
+    aclose_quietly,
+    call_maybe_async,
+    start_helper,
+    stop_helper,
+)
 from ._types import FrameBatches, Message, Receive, Scope, Send
 from ._validate import check_seconds
 from .frames import HEARTBEAT, ServerSentEvent, encode, frame_bytes
@@ -410,8 +418,10 @@ class _Stream:
         "close_reason",
         "completed",
         "data_ready",
+        "deadline_timer",
         "disconnected",
         "done",
+        "end_at",
         "ending",
         "error",
         "finishing",
@@ -435,6 +445,8 @@ class _Stream:
         self.receive = receive
         self.send = send
         self.cancel_scope: anyio.CancelScope | None = None
+        self.end_at = math.inf  # max_duration's end
+        self.deadline_timer: asyncio.TimerHandle | None = None  # (see _keep_deadlines)
         self.disconnected = False
         self.error: BaseException | None = None
         self.last_activity = time.monotonic()
@@ -476,31 +488,45 @@ class _Stream:
         try:
             if not batches:
                 iterator = _iterate(content)
+            self.watched = (
+                response.send_timeout is not None
+                or response.max_duration is not None
+                or (response.heartbeat_interval is not None and not batches)
+            )
+            if response.max_duration is not None:
+                self.end_at = time.monotonic() + response.max_duration
             # One scope from the first message on: the watcher sees a disconnect, and the
             # watchdog a stuck send, even while ``http.response.start`` is being sent.
-            async with anyio.create_task_group() as tg:
-                self.cancel_scope = tg.cancel_scope
-                if self.ending:  # (asked before the scope was there: see _end_soon)
-                    tg.cancel_scope.cancel()
-                self.watched = (
-                    response.send_timeout is not None
-                    or response.max_duration is not None
-                    or (response.heartbeat_interval is not None and not batches)
-                )
-                # One helper task: it waits for the disconnect and, between its waits,
-                # keeps the deadlines (a task per stream less to hold while idle).
-                tg.start_soon(self._watch, self.watched, not batches)
-                try:
+            if batches and asyncio._get_running_loop() is not None:
+                # A channel's stream on asyncio: its one helper (the disconnect watcher)
+                # is a bare task, not a task group's (see `start_helper`: 2.8 KB less per
+                # open stream), and the deadlines are a loop timer (`_keep_deadlines`).
+                # (Inline, like everything on the idle path: each coroutine frame is held
+                # for as long as the stream is open.)
+                with anyio.CancelScope() as scope:
+                    self.cancel_scope = scope
+                    if self.ending:  # (asked before the scope was there: see _end_soon)
+                        scope.cancel()
+                    watcher = start_helper(self._watch(False, False), self._helper_failed)
+                    if self.watched:
+                        self._keep_deadlines()
+                    try:
+                        await self._respond(head_only, iterator, None)
+                    finally:
+                        timer, self.deadline_timer = self.deadline_timer, None
+                        if timer is not None:
+                            timer.cancel()
+                        await stop_helper(watcher)
+            else:
+                async with anyio.create_task_group() as tg:
+                    self.cancel_scope = tg.cancel_scope
+                    if self.ending:  # (asked before the scope was there: see _end_soon)
+                        tg.cancel_scope.cancel()
+                    # One helper task: it waits for the disconnect and, between its waits,
+                    # keeps the deadlines (a task per stream less to hold while idle).
+                    tg.start_soon(self._watch, self.watched, not batches)
                     await self._respond(head_only, iterator, tg)
-                except Exception as exc:
-                    self.error = exc
-                except anyio.get_cancelled_exc_class():
-                    if not tg.cancel_scope.cancel_called:  # (not ours: from outside)
-                        # At once, before the task group unwinds: a server that cancels
-                        # may give the task only a few more turns before it exits.
-                        await self._finish_cancelled()
-                    raise
-                tg.cancel_scope.cancel()  # stop the helpers: the body is complete
+                    tg.cancel_scope.cancel()  # stop the helpers: the body is complete
             limit = response.send_timeout or _FINAL_SEND_TIMEOUT
             if self.error is not None:
                 if self.buffer and not (self.disconnected or self.sending):
@@ -538,6 +564,23 @@ class _Stream:
                 # Shielded, and bounded like closing the source: a hook must not hang us.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(HOOK_TIMEOUT):
                     await call_maybe_async(response.on_disconnect)
+
+    def _helper_failed(self, error: BaseException) -> None:
+        if not self.disconnected:
+            self._drop(error)  # (as a task group would: the stream cannot go on unwatched)
+
+    def _keep_deadlines(self) -> None:
+        """Act on the deadlines that passed, and set a loop timer for the next (asyncio;
+        a timer handle costs a tenth of a cancel scope and timeout around a ``receive``)."""
+        self.deadline_timer = None
+        if self.disconnected:
+            return
+        wake_at = self._check_deadlines(None, self.response.send_timeout)
+        if 0 <= wake_at < math.inf:
+            # (a delay, not a time: uvloop's clock is not time.monotonic)
+            delay = max(wake_at - time.monotonic(), 0.001)
+            loop = asyncio.get_running_loop()
+            self.deadline_timer = loop.call_later(delay, self._keep_deadlines)
 
     async def _finish_cancelled(self) -> None:
         """Cancelled from outside: end the body as cleanly as the server still allows
@@ -601,26 +644,41 @@ class _Stream:
         """The shutdown's grace ran out: stop now, as if the client had gone."""
         self._drop(reason="shutdown")
 
-    async def _respond(self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup) -> None:
-        """Everything before the final body message: start, retry, the events."""
-        if self.ending:
-            return  # (the final message will carry the start)
-        response = self.response
-        self.sending = True
-        if not await self._send_or_drop(self._start_message()):
-            await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
-            return
-        self.sending = False
-        self.started = True
-        if head_only or self.ending:
-            return
-        if response.retry_frame is not None:
-            await self._send_body(response.retry_frame)
-        if isinstance(iterator, FrameBatches):
-            await self._stream_batches(iterator)
-        else:
-            tg.start_soon(self._produce, iterator)
-            await self._drain()
+    async def _respond(
+        self, head_only: bool, iterator: object, tg: anyio.abc.TaskGroup | None
+    ) -> None:
+        """Everything before the final body message: start, retry, the events. The
+        source's error is kept for later (what it yielded before goes out first);
+        cancelled from outside, the body is ended at once."""
+        try:
+            if self.ending:
+                return  # (the final message will carry the start)
+            response = self.response
+            self.sending = True
+            if not await self._send_or_drop(self._start_message()):
+                await anyio.lowlevel.checkpoint()  # let the cancellation from _drop land
+                return
+            self.sending = False
+            self.started = True
+            if head_only or self.ending:
+                return
+            if response.retry_frame is not None:
+                await self._send_body(response.retry_frame)
+            if isinstance(iterator, FrameBatches):
+                await self._stream_batches(iterator)
+            else:
+                assert tg is not None  # (a plain iterable's stream always has a task group)
+                tg.start_soon(self._produce, iterator)
+                await self._drain()
+        except Exception as exc:
+            self.error = exc
+        except anyio.get_cancelled_exc_class():
+            scope = self.cancel_scope
+            if scope is not None and not scope.cancel_called:  # (not ours: from outside)
+                # At once, before the scope unwinds: a server that cancels may give the
+                # task only a few more turns before it exits.
+                await self._finish_cancelled()
+            raise
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -793,17 +851,13 @@ class _Stream:
         response = self.response
         interval = response.heartbeat_interval if heartbeats else None
         timeout = response.send_timeout
-        max_duration = response.max_duration
-        end_at = math.inf if max_duration is None else time.monotonic() + max_duration
         wake_at = math.inf
         try:
             while True:
                 if deadlines:
-                    wake_at = self._check_deadlines(interval, timeout, end_at)
+                    wake_at = self._check_deadlines(interval, timeout)
                     if wake_at < 0:
                         return  # dropped: the client stopped reading
-                    if end_at <= time.monotonic():
-                        end_at = math.inf  # (ended once; a send in flight may still stall)
                 message: Message | None = None
                 if wake_at == math.inf:
                     message = await receive()
@@ -824,19 +878,17 @@ class _Stream:
             return
         self._drop()
 
-    def _check_deadlines(
-        self, interval: float | None, timeout: float | None, end_at: float
-    ) -> float:
+    def _check_deadlines(self, interval: float | None, timeout: float | None) -> float:
         """Act on the deadlines that passed; the next one (-1: the client was dropped)."""
         now = time.monotonic()
-        if now >= end_at:
+        if now >= self.end_at:
             # Time is up (an expiring token, say): end the body cleanly, not as a drop
             # (and go on watching: a send in flight may still stall).
             if self.close_reason is None:
                 self.close_reason = "token_expired"
             self._end_soon()
-            end_at = math.inf
-        wake_at = end_at
+            self.end_at = math.inf  # (ended once)
+        wake_at = self.end_at
         sending_since = self.send_started
         if timeout is not None:
             if sending_since is None:
