@@ -32,12 +32,14 @@ and `SSEChannel.unlink`, and on listeners `take_ready`, `ready`, `suspend` and `
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import math
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -156,9 +158,54 @@ class _HeartbeatClock:
         self.leader: Listener | None = None
 
 
+class _Slice:
+    """Waiters on one event loop, woken together (`set`): a slice of a `_Wakeups`.
+
+    On asyncio each waiter awaits a future of its own (`waiter`), held here: an
+    `anyio.Event` would hold two wait coroutines per waiter for as long as it sleeps (about
+    400 B per idle listener) and resume through both when woken. On trio, one anyio.Event.
+    A waiter that is cancelled gives its future back (`forget`): none piles up here.
+    """
+
+    __slots__ = ("_event", "_futures", "_loop", "is_set")
+
+    def __init__(self) -> None:
+        self._loop = asyncio._get_running_loop()
+        self._futures: list[asyncio.Future[None]] = []
+        self._event = anyio.Event() if self._loop is None else None
+        self.is_set = False
+
+    def waiter(self) -> Awaitable[Any]:
+        """What one waiter awaits (call it where it awaits: on asyncio it is its own)."""
+        if self._event is not None:
+            return self._event.wait()
+        future: asyncio.Future[None] = self._loop.create_future()  # type: ignore[union-attr]
+        if self.is_set:
+            future.set_result(None)
+        else:
+            self._futures.append(future)
+        return future
+
+    def forget(self, waiter: Awaitable[Any]) -> None:
+        """``waiter`` stopped waiting (cancelled, timed out)."""
+        if self._event is None:
+            with contextlib.suppress(ValueError):
+                self._futures.remove(waiter)  # type: ignore[arg-type]
+
+    def set(self) -> None:
+        self.is_set = True
+        if self._event is not None:
+            self._event.set()
+            return
+        futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+
 class _Wakeups:
     """The listeners waiting on one event loop, in slices of at most `_WAKE_SLICE`: one
-    `anyio.Event` per slice, each waiter joining the newest slice.
+    `_Slice` each, each waiter joining the newest slice.
 
     Touched only from that loop's thread (``join`` by its waiters, ``set_all`` and ``step``
     as its callbacks), once the channel has let go of it (whoever does so schedules the
@@ -169,15 +216,15 @@ class _Wakeups:
 
     def __init__(self, loop: EventLoop) -> None:
         self.loop = loop
-        self.events: list[anyio.Event] = []
+        self.events: list[_Slice] = []
         self.fill = _WAKE_SLICE  # waiters in the newest slice (full: the next one opens one)
 
-    def join(self) -> anyio.Event:
+    def join(self) -> _Slice:
         if self.fill < _WAKE_SLICE:
             self.fill += 1
             return self.events[-1]
         self.fill = 1
-        event = anyio.Event()
+        event = _Slice()
         self.events.append(event)
         return event
 
@@ -261,7 +308,7 @@ class SSEChannel:
         # slices; let go of (and woken) by a publish, or by a heartbeat one slice a turn.
         self._wakeups: _Wakeups | None = None
         self._beating: list[_Wakeups] = []  # let go of by heartbeats, maybe still waking
-        self._wakeups_elsewhere: dict[EventLoop, anyio.Event] = {}  # listeners on other loops
+        self._wakeups_elsewhere: dict[EventLoop, _Slice] = {}  # listeners on other loops
         self._linked: dict[anyio.Event, EventLoop] = {}  # waits spanning channels (merge.py)
         self._joined: tuple[int, int, bytes, int] = (0, 0, b"", 0)  # see _frames_from
         self._clocks: dict[float, _HeartbeatClock] = {}
@@ -445,8 +492,8 @@ class SSEChannel:
                 event_loop.call_soon(event.set)
         if self._wakeups_elsewhere:
             elsewhere, self._wakeups_elsewhere = self._wakeups_elsewhere, {}
-            for event_loop, event in list(elsewhere.items()):
-                event_loop.call_soon(event.set)
+            for event_loop, waking_there in list(elsewhere.items()):
+                event_loop.call_soon(waking_there.set)
 
     def _wake_in_turns(self) -> None:
         """Wake every waiting listener for a heartbeat (or to find who times the next):
@@ -484,13 +531,13 @@ class SSEChannel:
             for event_loop, event in list(elsewhere.items()):
                 event_loop.call_soon(event.set)
 
-    def _wakeup_here(self) -> anyio.Event:
-        """The wake-up event of a listener on another loop than the first waiter's."""
+    def _wakeup_here(self) -> _Slice:
+        """The wake-up of a listener on another loop than the first waiter's."""
         loop = current_loop()
         assert loop is not None
         wakeup = self._wakeups_elsewhere.get(loop)
         if wakeup is None:
-            wakeup = self._wakeups_elsewhere[loop] = anyio.Event()
+            wakeup = self._wakeups_elsewhere[loop] = _Slice()
         return wakeup
 
     def link(self, wakeup: anyio.Event) -> None:
@@ -1043,6 +1090,7 @@ class Listener:
         else:
             wakeup = channel._wakeup_here()  # listeners on several event loops at once
         clock = self._clock
+        waiter = None
         try:
             if (  # a publisher in another thread came in before the wake-up
                 self._next <= channel._seq
@@ -1052,13 +1100,15 @@ class Listener:
                 await anyio.lowlevel.checkpoint()
                 return
             if clock is None or clock.leader is not None:
-                await wakeup.wait()
+                await (waiter := wakeup.waiter())
                 return
             # Nobody is timing this channel's heartbeats: this listener does, for all.
             clock.leader = self
             deadline = max(channel._last_publish, clock.last_beat) + clock.interval
+            waiter = wakeup.waiter()
             with anyio.move_on_after(deadline - time.monotonic()):
-                await wakeup.wait()
+                await waiter
+            wakeup.forget(waiter)  # (timed out: it was not woken)
             if clock.leader is self:
                 clock.leader = None
             now = time.monotonic()
@@ -1070,6 +1120,8 @@ class Listener:
             # Cancelled while waiting (the client left, or a read timed out): stop counting
             # as a subscriber now, not when the garbage collector gets round to this
             # object. The listener stays open: a later read resumes where it was.
+            if waiter is not None:
+                wakeup.forget(waiter)
             self.suspend()
             raise
 

@@ -21,6 +21,7 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from sse_toolkit import HEARTBEAT, SSEChannel
 from sse_toolkit.channel import _WAKE_SLICE, Listener, _HeartbeatClock
@@ -321,3 +322,43 @@ def test_listeners_on_two_event_loops_get_their_heartbeats(
 
 def thread_errors(results: dict[str, Any]) -> list[BaseException]:
     return [error for key, error in results.items() if key.endswith("error")]
+
+
+async def test_listeners_that_leave_while_waiting_leave_nothing_in_the_slices(
+    anyio_backend: str,
+) -> None:
+    """A slice holds one future per waiting listener on asyncio; a listener cancelled while
+    it waits (its client left) takes its future back, so a channel nobody publishes to
+    does not pile up one per departed listener (while one listener stays)."""
+    channel = SSEChannel("c")
+    stayer = channel.listen()
+    got: list[bytes] = []
+    on_asyncio = anyio_backend == "asyncio"
+
+    def waiting() -> int:
+        assert channel._wakeups is not None
+        return sum(len(s._futures) for s in channel._wakeups.events)
+
+    async def read() -> None:
+        got.append(await stayer.next_frames())
+
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(read)
+        for _ in range(3):  # rounds of listeners arriving and leaving while they wait
+            leavers = [channel.listen() for _ in range(2 * _WAKE_SLICE)]
+            async with anyio.create_task_group() as tg:
+                for listener in leavers:
+                    tg.start_soon(listener.next_frames)
+                with anyio.fail_after(WAIT):
+                    await wait_all_tasks_blocked()
+                assert waiting() == (1 + len(leavers) if on_asyncio else 0)
+                tg.cancel_scope.cancel()
+            assert channel.subscriber_count == 1
+            assert waiting() == (1 if on_asyncio else 0)
+            for listener in leavers:
+                listener.close()
+        await channel.broadcast("x")  # and the one still waiting is woken
+        with anyio.fail_after(WAIT):
+            while not got:
+                await anyio.sleep(0.001)
+    assert b"data: x" in got[0]
