@@ -187,28 +187,20 @@ class Wakeup:
 # `stop_helper` keep the helper owned and scoped by hand. The owner starts it, and in a
 # ``finally`` stops it: the helper is cancelled (again and again, for a helper that
 # swallows a cancellation) and waited for, shielded and bounded, so it never outlives its
-# owner by more than `CLOSE_TIMEOUT`. A helper that fails tells its owner at once
-# (``on_failure``), as a task group would by cancelling it.
+# owner by more than `CLOSE_TIMEOUT`. A helper that fails must tell its owner at once,
+# as a task group would by cancelling it.
 
 HELPER_RECANCEL_INTERVAL = 0.05
 """How often `stop_helper` cancels a helper again that has not ended yet."""
 
 
-def start_helper(
-    coro: Coroutine[Any, Any, None], on_failure: Callable[[BaseException], object]
-) -> asyncio.Task[None]:
-    """Run ``coro`` as the calling task's helper (asyncio only); see `stop_helper`."""
+def start_helper(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run ``coro`` as the calling task's helper (asyncio only); see `stop_helper`. The
+    helper must tell its owner itself when it fails (no callback per task is held)."""
     loop = asyncio.get_running_loop()
     # (not loop.create_task: an eager task factory would run the helper inside this call,
     # before its owner is ready for it)
-    task: asyncio.Task[None] = asyncio.Task(coro, loop=loop)
-
-    def done(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            on_failure(task.exception())  # type: ignore[arg-type]
-
-    task.add_done_callback(done)
-    return task
+    return asyncio.Task(coro, loop=loop)
 
 
 async def stop_helper(task: asyncio.Task[None]) -> None:

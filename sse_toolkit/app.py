@@ -44,7 +44,7 @@ from typing import Any, Final
 import anyio
 
 from ._http import ClientGone, HTTPError, Request, refuse_websocket, send_json, send_plain
-from ._slots import StreamSlots
+from ._slots import Reservation, StreamSlots
 from ._types import Receive, Scope, Send
 from .backends.base import BackendUnavailable
 from .channel import ChannelClosed, SSEChannel
@@ -226,11 +226,26 @@ class SSEApp:
         if kind == "http":
             request = Request(scope)
             try:
-                await self._dispatch(request, receive, send)
+                subscription = await self._dispatch(request, receive, send)
             except HTTPError as error:
                 await self._error(request, send, error)
+                return
             except ClientGone:
-                pass  # nobody to answer
+                return  # nobody to answer
+            if subscription is None:
+                return  # answered
+            # A subscriber's stream runs here, not in the methods that checked it: their
+            # frames (and the request, parsed) would be held for as long as it is open.
+            del request
+            try:
+                presence = subscription.presence_of
+                if presence is None:
+                    await subscription.response(scope, receive, send)
+                else:
+                    async with self._present(presence, subscription.names, subscription.claims):
+                        await subscription.response(scope, receive, send)
+            finally:
+                subscription.close()
         elif kind == "websocket":
             await refuse_websocket(receive, send)
         elif kind == "lifespan":
@@ -252,12 +267,15 @@ class SSEApp:
 
     # -- routing ---------------------------------------------------------------------------
 
-    async def _dispatch(self, request: Request, receive: Receive, send: Send) -> None:
+    async def _dispatch(
+        self, request: Request, receive: Receive, send: Send
+    ) -> _Subscription | None:
+        """Answer the request, or (a subscriber, checked) return what to stream."""
         method = request.method
         if method == "OPTIONS":
             methods = _ALLOWED_METHODS_PUBLISH if self.allow_publish else _ALLOWED_METHODS
             await send_plain(send, 204, b"", self.cors.preflight_headers(request, methods))
-            return
+            return None
         path = request.route_path
         if path in ("", "/"):
             if method not in ("GET", "HEAD"):
@@ -265,15 +283,14 @@ class SSEApp:
             names = request.query.get("channel", [])
             if not names:
                 raise HTTPError(400, "name a channel: /{channel} or /?channel=a&channel=b")
-            await self._subscribe(request, receive, send, names, merged=True)
-            return
+            return await self._subscribe(request, names, merged=True)
         if path.startswith("/_") and await self._health_or_presence(request, receive, send):
-            return
+            return None
         if path in ("/_metrics", "/_metrics/") and self.metrics is not None:
             if method != "GET":
                 raise self._method_not_allowed(publish=False, stats=True)
             await self._metrics(request, send, self.metrics)
-            return
+            return None
         name = _channel_segment(path)
         if name is None:
             raise HTTPError(404, "not found")
@@ -283,15 +300,15 @@ class SSEApp:
             if method != "GET":
                 raise self._method_not_allowed(publish=False, stats=True)
             await self._stats(request, send)
-            return
+            return None
         if method in ("GET", "HEAD"):
-            await self._subscribe(request, receive, send, [name], merged=False)
-        elif method == "POST" and self.allow_publish:
+            return await self._subscribe(request, [name], merged=False)
+        if method == "POST" and self.allow_publish:
             await self._publish(request, receive, send, name)
-        elif method == "POST":
+            return None
+        if method == "POST":
             raise self._method_not_allowed(publish=False, message=PUBLISHING_OFF)
-        else:
-            raise self._method_not_allowed(publish=self.allow_publish)
+        raise self._method_not_allowed(publish=self.allow_publish)
 
     def _method_not_allowed(
         self, *, publish: bool, stats: bool = False, message: str = "method not allowed"
@@ -302,31 +319,37 @@ class SSEApp:
     # -- subscribe: check, authorise, reserve, choose the source, stream, release ----------
 
     async def _subscribe(
-        self, request: Request, receive: Receive, send: Send, names: list[str], *, merged: bool
-    ) -> None:
+        self, request: Request, names: list[str], *, merged: bool
+    ) -> _Subscription:
+        """Check, authorise and reserve a subscriber's stream; `__call__` streams it."""
         names = self.limits.check_stream_names(names)
         last_event_id = self.limits.last_event_id(request, len(names))
         event_types = self.limits.event_types(request)  # ?event=a&event=b: a filter
         claims = await self.auth.check(request, names, "subscribe")
         # Taken in one synchronous step, before anything below awaits: concurrent requests
-        # cannot all pass the check. Released on every way out of the block.
-        with self._slots.reserve(self.limits.client_key(request.scope), names):
+        # cannot all pass the check. Released on every way out (`_Subscription.close`).
+        reservation = self._slots.reserve(self.limits.client_key(request.scope), names)
+        try:
             channels = [await self._channel(name, for_subscriber=True) for name in names]
             source = _source(channels, last_event_id, merged=merged, events=event_types)
-            try:
-                observer = (
-                    None
-                    if self.metrics is None or request.method == "HEAD"
-                    else self.metrics.observer(channels, replay=bool(last_event_id))
-                )
-                response = self._response(source, request, claims, observer)
-                if self.presence is None or request.method == "HEAD":
-                    await response(request.scope, receive, send)  # (no context to hold)
-                else:
-                    async with self._present(request, names, claims):
-                        await response(request.scope, receive, send)
-            finally:
-                source.close()
+        except BaseException:
+            reservation.release()
+            raise
+        try:
+            head = request.method == "HEAD"
+            observer = (
+                None
+                if self.metrics is None or head
+                else self.metrics.observer(channels, replay=bool(last_event_id))
+            )
+            response = self._response(source, request, claims, observer)
+        except BaseException:
+            source.close()
+            reservation.release()
+            raise
+        # (a HEAD is no subscriber: not present)
+        present = None if self.presence is None or head else request
+        return _Subscription(response, source, reservation, present, names, claims)
 
     def _response(
         self,
@@ -356,7 +379,7 @@ class SSEApp:
         the stream ends (a client gone, a shutdown, a cancellation).
         """
         presence = self.presence
-        if presence is None or request.method == "HEAD":
+        if presence is None or request.method == "HEAD":  # (checked by the caller too)
             yield
             return
         subject = claims.subject if claims is not None else None
@@ -582,6 +605,36 @@ def _source(
         return channels[0].listen(last_event_id=last_event_id, events=events)
     except (ChannelClosed, TooManyChannels) as exc:  # shutting down, or the manager is full
         raise HTTPError(503, str(exc), [("retry-after", "5")]) from None
+
+
+class _Subscription:
+    """A subscriber's stream that passed every check: what `SSEApp.__call__` streams, and
+    the source and slots it releases after (``close``, once). ``presence_of``: the request,
+    when the stream is present in its channels while it runs."""
+
+    __slots__ = ("claims", "names", "presence_of", "reservation", "response", "source")
+
+    def __init__(
+        self,
+        response: EventStreamResponse,
+        source: Any,
+        reservation: Reservation,
+        presence_of: Request | None,
+        names: list[str],
+        claims: TokenClaims | None,
+    ) -> None:
+        self.response = response
+        self.source = source
+        self.reservation = reservation
+        self.presence_of = presence_of
+        self.names = names
+        self.claims = claims
+
+    def close(self) -> None:
+        try:
+            self.source.close()
+        finally:
+            self.reservation.release()
 
 
 def _check_json_media_type(request: Request) -> None:

@@ -507,7 +507,7 @@ class _Stream:
                     self.cancel_scope = scope
                     if self.ending:  # (asked before the scope was there: see _end_soon)
                         scope.cancel()
-                    watcher = start_helper(self._watch(False, False), self._helper_failed)
+                    watcher = start_helper(self._watch(False, False))
                     if self.watched:
                         self._keep_deadlines()
                     try:
@@ -564,10 +564,6 @@ class _Stream:
                 # Shielded, and bounded like closing the source: a hook must not hang us.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(HOOK_TIMEOUT):
                     await call_maybe_async(response.on_disconnect)
-
-    def _helper_failed(self, error: BaseException) -> None:
-        if not self.disconnected:
-            self._drop(error)  # (as a task group would: the stream cannot go on unwatched)
 
     def _keep_deadlines(self) -> None:
         """Act on the deadlines that passed, and set a loop timer for the next (asyncio;
@@ -876,6 +872,14 @@ class _Stream:
         except Exception as exc:  # a receive that fails cannot tell us anything more
             self._drop(exc)
             return
+        except BaseException as exc:
+            # KeyboardInterrupt and the like: the stream cannot go on (not a cancellation,
+            # nor a coroutine closed unrun: GeneratorExit, maybe with no loop left to ask)
+            if not isinstance(exc, GeneratorExit) and not isinstance(
+                exc, anyio.get_cancelled_exc_class()
+            ):
+                self._drop(exc)
+            raise
         self._drop()
 
     def _check_deadlines(self, interval: float | None, timeout: float | None) -> float:
