@@ -405,6 +405,23 @@ class EventStreamResponse:
         await _Stream(self, receive, send).run(headers_only)
 
 
+class _NoWakeup(Wakeup):
+    """Where a stream has no producer to hand over to (a channel's): waking is a no-op."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:  # (no loop: made at import)
+        self.waiting = False
+        self._parked = None
+        self._loop = None
+
+    async def wait(self) -> None:
+        raise AssertionError("a channel's stream has no producer to wait for")
+
+
+_NO_WAKEUP: Final = _NoWakeup()
+
+
 class _Stream:
     """The state of one response being streamed."""
 
@@ -468,8 +485,9 @@ class _Stream:
         self.buffered_bytes = 0
         self.done = False
         self.heartbeat_due = False
-        self.data_ready = Wakeup()
-        self.space_ready = Wakeup()
+        # (made by `run` for a plain iterable: a channel's stream needs neither)
+        self.data_ready: Wakeup = _NO_WAKEUP
+        self.space_ready: Wakeup = _NO_WAKEUP
 
     async def run(self, head_only: bool) -> None:
         response = self.response
@@ -488,6 +506,8 @@ class _Stream:
         try:
             if not batches:
                 iterator = _iterate(content)
+                self.data_ready = Wakeup()
+                self.space_ready = Wakeup()
             self.watched = (
                 response.send_timeout is not None
                 or response.max_duration is not None
