@@ -23,6 +23,8 @@ for the response head, keep-alives and the published event's marker). Measured:
 - fan-out: one ``POST /publish`` of a ~1 KB event; first / median / last delivery, from the
   server's timestamp taken just before its publish call to each client's receipt
   (``time.time_ns()`` when the chunk holding the marker is read), and how many got it;
+  ``--fanouts`` rounds (default 3), each figure the median of the rounds; and the server's
+  CPU time per delivery (its CPU seconds during a round / N);
 - CPU: the server process's CPU seconds while opening, its CPU share while idle.
 
 Clients and server share this machine's cores: past a few thousand streams the client
@@ -213,6 +215,13 @@ class Client:
         arrivals = array.array("q", (s.pub_ns for s in self.streams if s.pub_ns))
         return {"arrivals": arrivals.tobytes(), "expected": self.open_count()}
 
+    def forget_event(self) -> None:
+        for stream in self.streams:
+            stream.pub_ns = 0
+            stream.tail = b""
+        self.events = 0
+        self.all_events = None
+
     def close(self) -> None:
         for transport in self.transports:
             transport.abort()
@@ -245,6 +254,9 @@ async def _client_loop(conn: Connection, client: Client) -> None:
             reply = client.heartbeats(*args)
         elif command == "event":
             reply = await client.wait_event(*args)
+        elif command == "forget_event":  # (before the next fan-out round)
+            client.forget_event()
+            reply = {}
         else:
             client.close()
             conn.send({"cpu": time.process_time()})
@@ -434,29 +446,42 @@ def measure(kind: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
                 "hb_worst_gap_s": max(b["worst"] for b in beats),
             }
 
-        # Fan-out: one ~1 KB event.
-        for port in ports:
-            request(port, "POST", "/_probe/reset")
+        # Fan-out: one ~1 KB event, --fanouts times (each figure: the median of the rounds).
         targets = ports if kind == "bare" else ports[:1]  # bare shares nothing
-        cpu = [cpu_seconds(server.proc.pid) for server in servers]
-        stamps = [request(port, "POST", "/publish")["stamp_ns"] for port in targets]
-        events = clients.ask_all(("event", args.fanout_timeout), args.fanout_timeout + 30)
-        result["server_cpu_fanout_s"] = sum(cpu_seconds(s.proc.pid) for s in servers) - sum(cpu)
-        result["stall_fanout_ms"] = max(
-            request(port, "GET", "/_probe")["max_lateness_ms"] for port in ports
-        )
-        latencies = sorted(
-            (arrival - min(stamps)) / 1e6
-            for reply in events
-            for arrival in array.array("q", reply["arrivals"])
-        )
-        result |= {
-            "delivered": len(latencies),
-            "expected": sum(r["expected"] for r in events),
-            "fanout_first_ms": latencies[0] if latencies else None,
-            "fanout_median_ms": statistics.median(latencies) if latencies else None,
-            "fanout_last_ms": latencies[-1] if latencies else None,
-        }
+        rounds: list[dict[str, Any]] = []
+        for round_no in range(args.fanouts):
+            if round_no:
+                clients.ask_all(("forget_event",), 30)
+                time.sleep(0.5)
+            for port in ports:
+                request(port, "POST", "/_probe/reset")
+            cpu = [cpu_seconds(server.proc.pid) for server in servers]
+            stamps = [request(port, "POST", "/publish")["stamp_ns"] for port in targets]
+            events = clients.ask_all(("event", args.fanout_timeout), args.fanout_timeout + 30)
+            cpu_fanout = sum(cpu_seconds(s.proc.pid) for s in servers) - sum(cpu)
+            stall = max(request(port, "GET", "/_probe")["max_lateness_ms"] for port in ports)
+            latencies = sorted(
+                (arrival - min(stamps)) / 1e6
+                for reply in events
+                for arrival in array.array("q", reply["arrivals"])
+            )
+            rounds.append(
+                {
+                    "server_cpu_fanout_s": cpu_fanout,
+                    "stall_fanout_ms": stall,
+                    "delivered": len(latencies),
+                    "expected": sum(r["expected"] for r in events),
+                    "fanout_first_ms": latencies[0] if latencies else None,
+                    "fanout_median_ms": statistics.median(latencies) if latencies else None,
+                    "fanout_last_ms": latencies[-1] if latencies else None,
+                }
+            )
+        result["fanout_rounds"] = rounds
+        for key in rounds[0]:
+            values = [r[key] for r in rounds if r[key] is not None]
+            result[key] = statistics.median(values) if values else None
+        result["delivered"] = min(r["delivered"] for r in rounds)
+        result["server_us_per_delivery"] = result["server_cpu_fanout_s"] / ok * 1e6 if ok else None
         return result
     finally:
         if clients is not None:
@@ -470,7 +495,8 @@ def measure(kind: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
 COLUMNS = (
     "server | N | opened | accept/s | base RSS MB | RSS MB | KB/stream | ours KB/stream"
     " | heartbeat on time | worst gap s | max stall idle ms | stall fan-out ms"
-    " | fan-out first / median / last ms | delivered | server CPU open s / idle %"
+    " | fan-out first / median / last ms | server µs per delivery | delivered"
+    " | server CPU open s / idle %"
 )
 
 
@@ -499,6 +525,7 @@ def row(result: dict[str, Any], bare: dict[str, Any] | None) -> str:
         _f(result["stall_idle_ms"]),
         _f(result["stall_fanout_ms"]),
         fanout,
+        _f(result.get("server_us_per_delivery")),
         f"{result['delivered']:,}/{result['expected']:,}",
         f"{result['server_cpu_open_s']:.1f} / {result['server_cpu_idle']:.1%}",
     ]
@@ -565,6 +592,9 @@ def main() -> None:
         help="streams per client source address (SSEApp allows 1,000 per client by default)",
     )
     parser.add_argument("--fanout-timeout", type=float, default=15.0)
+    parser.add_argument(
+        "--fanouts", type=int, default=3, help="fan-out rounds (each figure: their median)"
+    )
     parser.add_argument(
         "--redis",
         nargs="?",
