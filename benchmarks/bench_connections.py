@@ -277,6 +277,7 @@ class Clients:
     def start(cls, ports: list[int], n: int, per_client: int, per_source: int) -> Clients:
         context = multiprocessing.get_context("fork")
         k = max(math.ceil(n / per_client), len(ports))
+        k = math.ceil(k / len(ports)) * len(ports)  # (the same share for every server)
         clients = cls()
         first = 0
         for index in range(k):
@@ -354,6 +355,7 @@ def start_servers(
     # As many files as N needs, up to the hard limit: raising that needs CAP_SYS_RESOURCE,
     # which a sandbox may not grant (here the hard limit is 20,000: N <= ~19,000 then).
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    n = -(-n // count)  # (per server process: the clients are split between them)
     files = min(max(n + 1000, 4096), hard) if hard != resource.RLIM_INFINITY else n + 1000
     if n + 200 > files and hard != resource.RLIM_INFINITY:
         try:
@@ -361,8 +363,9 @@ def start_servers(
             files = n + 1000
         except (ValueError, OSError):
             raise SystemExit(
-                f"N={n} needs about {n + 1000} open files in the server, and the hard limit"
-                f" is {hard} (raising it needs CAP_SYS_RESOURCE): use N <= {hard - 1000}"
+                f"{n:,} streams per server process need about {n + 1000} open files, and"
+                f" the hard limit is {hard} (raising it needs CAP_SYS_RESOURCE): use at"
+                f" most {hard - 1000} per process"
             ) from None
     servers: list[tuple[ServerProcess, int]] = []
     try:
