@@ -217,10 +217,26 @@ async def stop_helper(task: asyncio.Task[None]) -> None:
             if left <= 0:
                 log.error("a stream's helper task ignores cancellation; left running: %r", task)
                 return
-            # A cancellation from outside (the server's) still lands here: it propagates,
-            # and the helper, cancelled already, ends on its own.
-            await asyncio.wait((task,), timeout=min(HELPER_RECANCEL_INTERVAL, left))
+            try:
+                await asyncio.wait((task,), timeout=min(HELPER_RECANCEL_INTERVAL, left))
+            except asyncio.CancelledError:
+                # From outside (the server's): it goes on at once, and the helper is
+                # cancelled again by the loop's timer until it ends, as above.
+                _keep_cancelling(loop, task, give_up_at)
+                raise
     if not task.cancelled():
         error = task.exception()
         if error is not None and not isinstance(error, Exception):
             raise error  # (KeyboardInterrupt, SystemExit...: the owner's, as in a task group)
+
+
+def _keep_cancelling(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], give_up_at: float
+) -> None:
+    if task.done():
+        return
+    if loop.time() >= give_up_at:
+        log.error("a stream's helper task ignores cancellation; left running: %r", task)
+        return
+    task.cancel()
+    loop.call_later(HELPER_RECANCEL_INTERVAL, _keep_cancelling, loop, task, give_up_at)

@@ -455,6 +455,7 @@ class _Stream:
         "space_ready",
         "started",
         "watched",
+        "watcher_stopped",
     )
 
     def __init__(self, response: EventStreamResponse, receive: Receive, send: Send) -> None:
@@ -469,6 +470,7 @@ class _Stream:
         self.last_activity = time.monotonic()
         self.send_started: float | None = None
         self.watched = True  # a watchdog reads send_started / last_activity
+        self.watcher_stopped = False  # (the stream stops its bare watcher: see _watch)
         self.started = False  # http.response.start was sent
         self.head_only = False
         self.sending = False  # a message is being sent (an end lets it finish)
@@ -527,7 +529,7 @@ class _Stream:
                     self.cancel_scope = scope
                     if self.ending:  # (asked before the scope was there: see _end_soon)
                         scope.cancel()
-                    watcher = start_helper(self._watch(False, False))
+                    watcher = start_helper(self._watch(False, False, alone=True))
                     if self.watched:
                         self._keep_deadlines()
                     try:
@@ -536,6 +538,7 @@ class _Stream:
                         timer, self.deadline_timer = self.deadline_timer, None
                         if timer is not None:
                             timer.cancel()
+                        self.watcher_stopped = True
                         await stop_helper(watcher)
             else:
                 async with anyio.create_task_group() as tg:
@@ -859,10 +862,13 @@ class _Stream:
     async def _wait_for_space(self) -> None:
         await self.space_ready.wait()
 
-    async def _watch(self, deadlines: bool, heartbeats: bool) -> None:
+    async def _watch(self, deadlines: bool, heartbeats: bool, alone: bool = False) -> None:
         """Wait for ``http.disconnect``; with ``deadlines``, wake at the next one as well:
         heartbeat (``heartbeats``: plain iterables; a channel has its own clock), send
-        timeout, or end of the stream (``max_duration``)."""
+        timeout, or end of the stream (``max_duration``). ``alone``: a bare task (see
+        `start_helper`), which nothing but its stream stops: cancelled otherwise (a
+        ``receive`` raising a cancellation, say), it drops the stream, which no one would
+        tell of a disconnect any more."""
         receive = self.receive
         response = self.response
         interval = response.heartbeat_interval if heartbeats else None
@@ -895,10 +901,13 @@ class _Stream:
         except BaseException as exc:
             # KeyboardInterrupt and the like: the stream cannot go on (not a cancellation,
             # nor a coroutine closed unrun: GeneratorExit, maybe with no loop left to ask)
-            if not isinstance(exc, GeneratorExit) and not isinstance(
-                exc, anyio.get_cancelled_exc_class()
-            ):
+            if isinstance(exc, GeneratorExit):
+                raise
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 self._drop(exc)
+            elif alone and not self.watcher_stopped and not self.disconnected:
+                log.warning("the stream's disconnect watcher was cancelled: dropping it")
+                self._drop(reason="error")
             raise
         self._drop()
 

@@ -162,3 +162,59 @@ async def test_an_eager_task_factory_changes_nothing() -> None:
             assert client.messages[0]["status"] == 200
     finally:
         loop.set_task_factory(None)
+
+
+async def test_a_server_cancel_while_stopping_a_stubborn_helper_still_ends_the_helper() -> None:
+    """The helper swallowed the first cancellation, and the server's cancellation lands
+    while the stream waits for it: the stream goes at once, and the helper is cancelled
+    again (by the loop's timer) until it ends."""
+    if _on_trio():
+        pytest.skip("a plain task.cancel() is asyncio's")
+    channel = SSEChannel("c")
+    receive = StubbornReceive(swallow=1)
+    client = Client()
+    response = EventStreamResponse(channel.listen(), heartbeat_interval=None)
+    before = asyncio.all_tasks()
+    task = asyncio.get_running_loop().create_task(response(client.scope, receive, client.send))
+    await client.wait_for(lambda: client.messages)
+    await channel.close()
+    with anyio.fail_after(WAIT):
+        await receive.first_swallowed.wait()
+    task.cancel()
+    done, _ = await asyncio.wait((task,), timeout=WAIT)
+    assert done
+    with anyio.fail_after(WAIT):  # (well within CLOSE_TIMEOUT: a few 50 ms turns)
+        while left := [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]:
+            await asyncio.sleep(0.01)
+    assert not left
+
+
+@pytest.mark.parametrize("how", ["receive raises a cancellation", "the helper is cancelled"])
+async def test_a_watcher_cancelled_by_someone_else_drops_the_stream(how: str) -> None:
+    """Nobody would tell the stream of a disconnect any more: it ends (as a task group
+    ends when a child task is cancelled), and the listener leaves."""
+    if _on_trio():
+        pytest.skip("the light helper is asyncio's")
+    channel = SSEChannel("c")
+    parked: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    client = Client()
+
+    async def receive() -> dict[str, Any]:
+        return await parked  # (a server's own future for this connection)
+
+    response = EventStreamResponse(channel.listen(), heartbeat_interval=None)
+    before = asyncio.all_tasks()
+    task = asyncio.get_running_loop().create_task(response(client.scope, receive, client.send))
+    await client.wait_for(lambda: client.messages)
+    with anyio.fail_after(WAIT):
+        while channel.subscriber_count < 1:
+            await asyncio.sleep(0.001)
+    if how == "receive raises a cancellation":
+        parked.cancel()
+    else:
+        (helper,) = asyncio.all_tasks() - before - {task}
+        helper.cancel()
+    done, _ = await asyncio.wait((task,), timeout=WAIT)
+    assert done, "the stream went on without its disconnect watcher"
+    assert task.exception() is None
+    assert channel.subscriber_count == 0
