@@ -42,15 +42,19 @@ class StubbornReceive:
                 self.first_swallowed.set()
 
 
+def listener_stream() -> tuple[SSEChannel, Client, EventStreamResponse]:
+    """A channel, a client, and a response streaming the channel to it (no heartbeat)."""
+    channel = SSEChannel("c")
+    return channel, Client(), EventStreamResponse(channel.listen(), heartbeat_interval=None)
+
+
 def _on_trio() -> bool:
     return "trio" in sys.modules and asyncio._get_running_loop() is None
 
 
 async def test_a_receive_that_swallows_cancellations_does_not_hang_the_stream() -> None:
-    channel = SSEChannel("c")
+    channel, client, response = listener_stream()
     receive = StubbornReceive(swallow=3)
-    client = Client()
-    response = EventStreamResponse(channel.listen(), heartbeat_interval=None)
     async with anyio.create_task_group() as tg:
         tg.start_soon(response, client.scope, receive, client.send)
         await client.wait_for(lambda: client.messages)
@@ -65,10 +69,8 @@ async def test_a_helper_that_never_ends_is_given_up_on_not_waited_for_forever(
 ) -> None:
     if _on_trio():
         pytest.skip("on trio the helper runs in a nursery, which trio cancels reliably")
-    channel = SSEChannel("c")
+    channel, client, response = listener_stream()
     receive = StubbornReceive(swallow=10**9)
-    client = Client()
-    response = EventStreamResponse(channel.listen(), heartbeat_interval=None)
     async with anyio.create_task_group() as tg:
         tg.start_soon(response, client.scope, receive, client.send)
         await client.wait_for(lambda: client.messages)
@@ -88,10 +90,8 @@ async def test_a_server_cancel_while_the_helper_is_stopped_unwinds_every_scope()
     server's own scopes around the app exit cleanly."""
     if _on_trio():
         pytest.skip("a plain task.cancel() is asyncio's")
-    channel = SSEChannel("c")
+    channel, client, response = listener_stream()
     receive = StubbornReceive(swallow=10**9)
-    client = Client()
-    response = EventStreamResponse(channel.listen(), heartbeat_interval=None)
     outcome: list[str] = []
 
     async def server() -> None:
@@ -170,10 +170,8 @@ async def test_a_server_cancel_while_stopping_a_stubborn_helper_still_ends_the_h
     again (by the loop's timer) until it ends."""
     if _on_trio():
         pytest.skip("a plain task.cancel() is asyncio's")
-    channel = SSEChannel("c")
+    channel, client, response = listener_stream()
     receive = StubbornReceive(swallow=1)
-    client = Client()
-    response = EventStreamResponse(channel.listen(), heartbeat_interval=None)
     before = asyncio.all_tasks()
     task = asyncio.get_running_loop().create_task(response(client.scope, receive, client.send))
     await client.wait_for(lambda: client.messages)
