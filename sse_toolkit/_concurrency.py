@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,6 +17,21 @@ log = logging.getLogger("sse_toolkit")
 
 CLOSE_TIMEOUT = 5.0
 """How long closing a user's iterator may take on the way out (it runs shielded)."""
+
+
+def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop this code runs on; None when none runs, or when trio does: trio
+    may run as a guest on an asyncio loop, which asyncio then reports as running."""
+    loop = asyncio._get_running_loop()
+    if loop is not None and "trio" in sys.modules:
+        import sniffio  # (trio's own dependency)
+
+        try:
+            if sniffio.current_async_library() != "asyncio":
+                return None
+        except sniffio.AsyncLibraryNotFoundError:
+            return None
+    return loop
 
 
 def call_soon(callback: Callable[[], object]) -> None:
@@ -139,10 +155,7 @@ class Wakeup:
     def __init__(self) -> None:
         self.waiting = False
         self._parked: Any = None
-        try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # trio
-            self._loop = None
+        self._loop = running_asyncio_loop()  # (None: trio)
 
     async def wait(self) -> None:
         self.waiting = True

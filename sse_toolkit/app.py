@@ -238,11 +238,10 @@ class SSEApp:
             # frames (and the request, parsed) would be held for as long as it is open.
             del request
             try:
-                presence = subscription.presence_of
-                if presence is None:
+                if not subscription.present:
                     await subscription.response(scope, receive, send)
                 else:
-                    async with self._present(presence, subscription.names, subscription.claims):
+                    async with self._present(subscription.names, subscription.claims):
                         await subscription.response(scope, receive, send)
             finally:
                 subscription.close()
@@ -347,8 +346,7 @@ class SSEApp:
             source.close()
             reservation.release()
             raise
-        # (a HEAD is no subscriber: not present)
-        present = None if self.presence is None or head else request
+        present = self.presence is not None and not head  # (a HEAD is no subscriber)
         return _Subscription(response, source, reservation, present, names, claims)
 
     def _response(
@@ -370,18 +368,15 @@ class SSEApp:
         )
 
     @asynccontextmanager
-    async def _present(
-        self, request: Request, names: list[str], claims: TokenClaims | None
-    ) -> AsyncIterator[None]:
-        """Presence: the stream joins its channels (with its token's subject) while it runs.
+    async def _present(self, names: list[str], claims: TokenClaims | None) -> AsyncIterator[None]:
+        """Presence (on): the stream joins its channels (with its token's subject) while it
+        runs. A ``HEAD`` is no subscriber (the caller does not ask).
 
-        A ``HEAD`` is no subscriber. The leaves are shielded and bounded: they run however
-        the stream ends (a client gone, a shutdown, a cancellation).
+        The leaves are shielded and bounded: they run however the stream ends (a client
+        gone, a shutdown, a cancellation).
         """
         presence = self.presence
-        if presence is None or request.method == "HEAD":  # (checked by the caller too)
-            yield
-            return
+        assert presence is not None
         subject = claims.subject if claims is not None else None
         generation = presence.generation
         joined: list[str] = []
@@ -609,24 +604,24 @@ def _source(
 
 class _Subscription:
     """A subscriber's stream that passed every check: what `SSEApp.__call__` streams, and
-    the source and slots it releases after (``close``, once). ``presence_of``: the request,
-    when the stream is present in its channels while it runs."""
+    the source and slots it releases after (``close``, once). ``present``: the stream is
+    present in its channels while it runs (presence on, not a ``HEAD``)."""
 
-    __slots__ = ("claims", "names", "presence_of", "reservation", "response", "source")
+    __slots__ = ("claims", "names", "present", "reservation", "response", "source")
 
     def __init__(
         self,
         response: EventStreamResponse,
         source: Any,
         reservation: Reservation,
-        presence_of: Request | None,
+        present: bool,
         names: list[str],
         claims: TokenClaims | None,
     ) -> None:
         self.response = response
         self.source = source
         self.reservation = reservation
-        self.presence_of = presence_of
+        self.present = present
         self.names = names
         self.claims = claims
 

@@ -47,7 +47,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._concurrency import EventLoop, current_loop
+from ._concurrency import EventLoop, current_loop, running_asyncio_loop
 from .frames import HEARTBEAT, ServerSentEvent, as_event, id_line
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class _Slice:
     __slots__ = ("_event", "_futures", "_loop", "is_set")
 
     def __init__(self) -> None:
-        self._loop = asyncio._get_running_loop()
+        self._loop = running_asyncio_loop()
         self._futures: list[asyncio.Future[None]] = []
         self._event = anyio.Event() if self._loop is None else None
         self.is_set = False

@@ -53,6 +53,7 @@ from ._concurrency import (
     Wakeup,
     aclose_quietly,
     call_maybe_async,
+    running_asyncio_loop,
     start_helper,
     stop_helper,
 )
@@ -519,7 +520,7 @@ class _Stream:
                 self.end_at = time.monotonic() + response.max_duration
             # One scope from the first message on: the watcher sees a disconnect, and the
             # watchdog a stuck send, even while ``http.response.start`` is being sent.
-            if batches and asyncio._get_running_loop() is not None:
+            if batches and running_asyncio_loop() is not None:
                 # A channel's stream on asyncio: its one helper (the disconnect watcher)
                 # is a bare task, not a task group's (see `start_helper`: 2.8 KB less per
                 # open stream), and the deadlines are a loop timer (`_keep_deadlines`).

@@ -77,18 +77,32 @@ class _GuardedProtocol:
     ``on_response_complete``.
     """
 
+    # Nothing of ours in a connection's attribute dict: one name more than uvicorn's own
+    # takes it past the 30 names CPython shares between a class's instances, and every
+    # open connection then pays for a dict of its own, 1.3 KB (benchmarks/bench_memory.py
+    # server). So a slot for the head timer, and the app on the class (see `app`).
+    __slots__ = ("_head_timer",)
+
     guard: ConnectionGuard = ConnectionGuard()
+    _server_app: Any = None  # (the server's one app: each server has its own class)
     # (uvicorn's protocol attributes, for the type checker)
-    app: Any
     transport: Any
     loop: asyncio.AbstractEventLoop
     cycle: Any
 
+    @property
+    def app(self) -> Any:
+        """What uvicorn runs for each request: the app, guarded (`_run_app`)."""
+        return self._run_app
+
+    @app.setter
+    def app(self, app: Any) -> None:
+        # (uvicorn gives every new connection the server's app)
+        type(self)._server_app = app
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._app = self.app
-        self.app = self._run_app
         self._head_timer: asyncio.TimerHandle | None = None
+        super().__init__(*args, **kwargs)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -126,7 +140,7 @@ class _GuardedProtocol:
     async def _run_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._head_arrived()
         cycle = self.cycle
-        await self._app(scope, receive, send)
+        await self._server_app(scope, receive, send)
         if cycle is None or cycle.disconnected:
             return
         if cycle.response_started and not cycle.response_complete:
