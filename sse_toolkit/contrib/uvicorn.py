@@ -97,8 +97,10 @@ class _GuardedProtocol:
 
     @app.setter
     def app(self, app: Any) -> None:
-        # (uvicorn gives every new connection the server's app)
-        type(self)._server_app = app
+        # uvicorn gives every new connection the server's app: set once (assigning to a
+        # class invalidates the interpreter's caches of its attributes)
+        if type(self)._server_app is not app:
+            type(self)._server_app = app
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._head_timer: asyncio.TimerHandle | None = None
