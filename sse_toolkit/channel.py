@@ -384,15 +384,15 @@ class SSEChannel:
                 raise ChannelClosed(f"channel {self.name!r} is closed")
             seq = self._seq + 1
             if event.id is None:
-                event = event._with_id(f"{self._prefix}-{seq}")
+                event = event.with_id(f"{self._prefix}-{seq}")
             ring, capacity = self._ring, self.capacity
-            size = self._bytes + len(event._encoded)
+            size = self._bytes + len(event.frame)
             oldest = first = self._oldest
             if seq - oldest >= capacity:
                 oldest = seq - capacity + 1
-                size -= len(ring[first % capacity]._encoded)  # type: ignore[union-attr]
+                size -= len(ring[first % capacity].frame)  # type: ignore[union-attr]
             while size > self.max_bytes and oldest < seq:  # each event leaves once: O(1)
-                size -= len(ring[oldest % capacity]._encoded)  # type: ignore[union-attr]
+                size -= len(ring[oldest % capacity].frame)  # type: ignore[union-attr]
                 oldest += 1
             self._oldest, self._bytes = oldest, size  # before any slot changes
             for evicted_seq in range(first, oldest):
@@ -447,9 +447,7 @@ class SSEChannel:
             if not events:
                 return b"", start  # evicted meanwhile (another thread): not cached
             frames = (
-                events[0]._encoded
-                if len(events) == 1
-                else b"".join([event._encoded for event in events])
+                events[0].frame if len(events) == 1 else b"".join([event.frame for event in events])
             )
             joined = self._joined = (start, stop, frames, start + len(events))
         return joined[2], joined[3]
@@ -465,7 +463,7 @@ class SSEChannel:
             if event is None:
                 break  # evicted meanwhile by another thread: the caller sees it and reads again
             events.append(event)
-            size += len(event._encoded)
+            size += len(event.frame)
             seq += 1
         return events
 
@@ -873,7 +871,7 @@ class Listener:
         while True:
             notices, frames = self._take_frames()
             if frames or notices:
-                return b"".join([n._encoded for n in notices]) + frames if notices else frames
+                return b"".join([n.frame for n in notices]) + frames if notices else frames
             if self._heartbeat_due():
                 return _HEARTBEAT_FRAME
             await self._wait()
@@ -917,7 +915,7 @@ class Listener:
         notices, events = self._read_batch()
         if not events:
             return notices, b""
-        frames = [event._encoded for event in events if event.event in types]
+        frames = [event.frame for event in events if event.event in types]
         skipped = len(events) - len(frames)
         if skipped:
             self.filtered += skipped

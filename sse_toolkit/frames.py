@@ -174,14 +174,15 @@ def _is_utf8(value: Any, json_dumps: JSONDumps | None) -> bool:
 class ServerSentEvent:
     """One immutable event; its frame is encoded (and validated) once, at construction."""
 
-    __slots__ = ("_encoded", "_json_dumps", "comment", "data", "event", "id", "retry")
+    __slots__ = ("_json_dumps", "comment", "data", "event", "frame", "id", "retry")
 
     data: Any
     event: str | None
     id: str | None
     retry: int | None
     comment: str | None
-    _encoded: bytes
+    frame: bytes
+    """The event's frame, encoded once (what `encode()` returns)."""
     _json_dumps: JSONDumps | None
 
     def __init__(
@@ -216,13 +217,13 @@ class ServerSentEvent:
         _set_id(self, id)
         _set_retry(self, retry)
         _set_comment(self, comment)
-        _set_encoded(self, encoded)
+        _set_frame(self, encoded)
         _set_json_dumps(self, json_dumps)
 
     @classmethod
-    def _from_encoded(
+    def from_frame(
         cls,
-        encoded: bytes,
+        frame: bytes,
         data: Any = None,
         *,
         event: str | None = None,
@@ -230,19 +231,24 @@ class ServerSentEvent:
         retry: int | None = None,
         comment: str | None = None,
     ) -> ServerSentEvent:
-        # For channels and backends holding an already validated frame: skip re-encoding.
+        """The event whose ``frame`` is given, not re-encoded: for stores (channels,
+        backends) that hold frames this module encoded. The frame is trusted to be one
+        event of these fields: nothing is checked."""
         self = cls.__new__(cls)
-        self._assign(encoded, data, event, id, retry, comment, None)
+        self._assign(frame, data, event, id, retry, comment, None)
         return self
 
     def encode(self) -> bytes:
         """The frame's bytes (computed once, at construction)."""
-        return self._encoded
+        return self.frame
 
-    def _with_id(self, event_id: str) -> ServerSentEvent:
-        """This id-less event with an id assigned by its store: a prefix, not a re-encode."""
-        return ServerSentEvent._from_encoded(
-            id_line(event_id) + self._encoded,
+    def with_id(self, event_id: str) -> ServerSentEvent:
+        """This id-less event with an id assigned by its store (a channel): the id line
+        prefixed to its frame, not a re-encode. ``event_id`` is trusted to be one line."""
+        if self.id is not None:
+            raise ValueError(f"the event has an id already ({self.id!r}); use replace(id=...)")
+        return ServerSentEvent.from_frame(
+            id_line(event_id) + self.frame,
             self.data,
             event=self.event,
             id=event_id,
@@ -275,10 +281,10 @@ class ServerSentEvent:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ServerSentEvent):
             return NotImplemented
-        return self._encoded == other._encoded
+        return self.frame == other.frame
 
     def __hash__(self) -> int:
-        return hash(self._encoded)
+        return hash(self.frame)
 
     def __repr__(self) -> str:
         fields = [f"{name}={getattr(self, name)!r}" for name in ("event", "id", "retry", "comment")]
@@ -289,12 +295,12 @@ class ServerSentEvent:
         # The frame travels as is: re-encoding would lose a custom json_dumps (often not
         # picklable itself, so it is not kept: replace() on the copy uses the default).
         fields = (self.data, self.event, self.id, self.retry, self.comment)
-        return (_rebuild, (self._encoded, *fields))
+        return (_rebuild, (self.frame, *fields))
 
 
-_set_data, _set_event, _set_id, _set_retry, _set_comment, _set_encoded, _set_json_dumps = (
+_set_data, _set_event, _set_id, _set_retry, _set_comment, _set_frame, _set_json_dumps = (
     ServerSentEvent.__dict__[name].__set__
-    for name in ("data", "event", "id", "retry", "comment", "_encoded", "_json_dumps")
+    for name in ("data", "event", "id", "retry", "comment", "frame", "_json_dumps")
 )
 
 
@@ -306,7 +312,7 @@ def _rebuild(
     retry: int | None,
     comment: str | None,
 ) -> ServerSentEvent:
-    return ServerSentEvent._from_encoded(
+    return ServerSentEvent.from_frame(
         encoded, data, event=event, id=id, retry=retry, comment=comment
     )
 
@@ -340,7 +346,7 @@ def as_event(message: object) -> ServerSentEvent:
 def frame_bytes(item: object) -> bytes:
     """The bytes to write for one streamed item; ``bytes`` are taken as already encoded."""
     if isinstance(item, ServerSentEvent):
-        return item._encoded
+        return item.frame
     # A dict or str is encoded directly: the event object as_event would build around the
     # frame is thrown away at once (it costs more than the encoding itself).
     if type(item) is dict and item.keys() <= _FIELDS:
@@ -351,4 +357,4 @@ def frame_bytes(item: object) -> bytes:
         return encode(item)
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
-    return as_event(item)._encoded
+    return as_event(item).frame

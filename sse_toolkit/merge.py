@@ -165,7 +165,7 @@ class MergedListener:
         frames: list[bytes] = []
         types = self._types
         for event in events:
-            frame = event._encoded
+            frame = event.frame
             if event.id is not None:
                 stored -= 1
                 self._positions[name] = listener.position(stored)

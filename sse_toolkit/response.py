@@ -854,7 +854,7 @@ class _Stream:
     def _push(self, item: object) -> bool:
         """Queue an item's frame for the sender; True when the buffer is full: wait then."""
         # Runs once per event: the common item type skips frame_bytes' dispatch.
-        frame = item._encoded if isinstance(item, ServerSentEvent) else frame_bytes(item)
+        frame = item.frame if isinstance(item, ServerSentEvent) else frame_bytes(item)
         self.buffer.append(frame)
         self.buffered_bytes += len(frame)
         self.data_ready.wake()

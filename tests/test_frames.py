@@ -475,7 +475,7 @@ def test_as_event_coerces() -> None:
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["data", "event", "id", "retry", "comment", "_encoded", "other"])
+@pytest.mark.parametrize("name", ["data", "event", "id", "retry", "comment", "frame", "other"])
 def test_immutable(name: str) -> None:
     ev = ServerSentEvent("x", event="e", id="1", retry=2, comment="c")
     before = ev.encode()
@@ -618,10 +618,11 @@ def test_frame_bytes() -> None:
         frame_bytes({"nope": 1})
 
 
-def test_from_encoded_skips_reencoding() -> None:
+def test_from_frame_skips_reencoding() -> None:
     raw = encode("x", id="9")
-    ev = ServerSentEvent._from_encoded(raw, "x", id="9")
+    ev = ServerSentEvent.from_frame(raw, "x", id="9")
     assert ev.encode() is raw
+    assert ev.frame is raw
     assert ev == ServerSentEvent("x", id="9")
     assert frame_bytes(ev) is raw
 
@@ -799,3 +800,13 @@ def test_a_stream_of_frames_parses_to_the_same_events(messages: list[dict[str, A
     assert parsed.events == expected
     assert parsed.retries == [m["retry"] for m in messages if "retry" in m]
     assert parsed.comments == ["heartbeat"]
+
+
+@given(data=texts, event=st.none() | single_lines, id=ids)
+def test_with_id_is_replace_without_reencoding(data: str, event: str | None, id: str) -> None:
+    """A store's id on an id-less event: the same event as replace(id=...) gives."""
+    ev = ServerSentEvent(data, event=event)
+    assert ev.with_id(id) == ev.replace(id=id)
+    assert ev.with_id(id).id == id
+    with pytest.raises(ValueError, match="has an id already"):
+        ev.with_id(id).with_id(id)

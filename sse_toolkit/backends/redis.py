@@ -726,7 +726,7 @@ def _event(entry_id: str, fields: Any) -> ServerSentEvent:
     kind, text = get("t"), get("d")
     data = text if kind == "s" else json.loads(text) if kind == "j" and text is not None else None
     retry = get("r")
-    return ServerSentEvent._from_encoded(
+    return ServerSentEvent.from_frame(
         id_line(entry_id) + bytes(frame),
         data,
         event=get("e"),
